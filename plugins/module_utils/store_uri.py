@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlflowops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backend-store URIs: parse, redact, and hand credentials to libpq without argv.
+
+Accepted spellings: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://``,
+``postgresql+psycopg2://``, ``postgresql+psycopg://`` (and ``postgres://``).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.six.moves.urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+
+POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgres")
+
+BACKEND_STORE_ARGUMENT_SPEC = dict(
+    backend_store_uri=dict(type="str", required=True, fallback=(env_fallback, ["MLFLOW_BACKEND_STORE_URI"])),
+    db_password=dict(type="str", no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
+    connect_timeout=dict(type="int", default=10),
+)
+
+# libpq environment variables for URI query parameters we pass through.
+_LIBPQ_QUERY_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+}
+
+
+def backend_store_argument_spec():
+    return dict((name, dict(option)) for name, option in BACKEND_STORE_ARGUMENT_SPEC.items())
+
+
+class BackendStore:
+    """A parsed backend-store URI. ``password`` never appears in ``redacted`` or ``to_result``."""
+
+    def __init__(self, engine, path=None, host=None, port=None, user=None, password=None, database=None,
+                 query=None, scheme=None):
+        self.engine = engine
+        self.path = path
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.query = dict(query or {})
+        self.scheme = scheme
+
+    @property
+    def is_sqlite(self):
+        return self.engine == "sqlite"
+
+    @property
+    def is_postgresql(self):
+        return self.engine == "postgresql"
+
+    @property
+    def socket_host(self):
+        """The host libpq should use: the URI's host, else a ``host=`` query parameter (a socket dir)."""
+        return self.host or self.query.get("host")
+
+    def redacted(self):
+        if self.is_sqlite:
+            return "sqlite:///%s" % self.path
+        auth = ""
+        if self.user:
+            auth = quote(self.user, safe="") + (":***" if self.password else "") + "@"
+        netloc = auth + (self.host or "") + (":%s" % self.port if self.port else "")
+        query = "&".join("%s=%s" % (k, quote(str(v), safe="/")) for k, v in sorted(self.query.items()))
+        return "%s://%s/%s%s" % (self.scheme, netloc, self.database or "", "?" + query if query else "")
+
+    def sqlalchemy_url(self, driver=None, database=None):
+        """A URL for SQLAlchemy (MLflow's store code). Contains the password: never return or log it."""
+        if self.is_sqlite:
+            return "sqlite:///%s" % self.path
+        driver = driver or installed_postgres_driver()
+        auth = ""
+        if self.user:
+            auth = quote(self.user, safe="")
+            if self.password:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        netloc = auth + (self.host or "") + (":%s" % self.port if self.port else "")
+        query = "&".join("%s=%s" % (k, quote(str(v), safe="/")) for k, v in sorted(self.query.items()))
+        return "postgresql+%s://%s/%s%s" % (driver, netloc, database or self.database or "",
+                                            "?" + query if query else "")
+
+    def libpq_env(self, pgpass_file=None, database=None, connect_timeout=None):
+        """Environment for pg_dump/pg_restore/psql: connection by variables, secret by PGPASSFILE."""
+        env = {}
+        if self.socket_host:
+            env["PGHOST"] = self.socket_host
+        if self.port:
+            env["PGPORT"] = str(self.port)
+        if self.user:
+            env["PGUSER"] = self.user
+        env["PGDATABASE"] = database or self.database or ""
+        for key, variable in _LIBPQ_QUERY_ENV.items():
+            if key in self.query:
+                env[variable] = str(self.query[key])
+        if connect_timeout:
+            env["PGCONNECT_TIMEOUT"] = str(int(connect_timeout))
+        if pgpass_file:
+            env["PGPASSFILE"] = pgpass_file
+        return env
+
+    def psycopg2_kwargs(self, database=None, connect_timeout=None):
+        kwargs = dict(dbname=database or self.database)
+        if self.socket_host:
+            kwargs["host"] = self.socket_host
+        if self.port:
+            kwargs["port"] = self.port
+        if self.user:
+            kwargs["user"] = self.user
+        if self.password:
+            kwargs["password"] = self.password
+        for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "options"):
+            if key in self.query:
+                kwargs[key] = self.query[key]
+        if connect_timeout:
+            kwargs["connect_timeout"] = int(connect_timeout)
+        return kwargs
+
+    def to_result(self):
+        result = dict(engine=self.engine, uri=self.redacted())
+        if self.is_sqlite:
+            result["path"] = self.path
+        else:
+            result.update(host=self.socket_host, port=self.port, user=self.user, database=self.database)
+        return result
+
+
+def installed_postgres_driver():
+    """``psycopg2`` when importable, else ``psycopg`` (3), the driver SQLAlchemy 2.1 defaults to."""
+    for module_name, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
+        try:
+            __import__(module_name)
+            return driver
+        except ImportError:
+            continue
+    return "psycopg2"
+
+
+def parse_backend_store_uri(uri, password=None):
+    """Parse a backend-store URI into a BackendStore; ``password`` overrides one in the URI."""
+    if not uri or "://" not in uri:
+        raise MaintenanceError("backend_store_uri %r is not a URI like sqlite:////path/mlflow.db or "
+                               "postgresql://user@host/db" % (_redact_raw(uri),))
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        rest = uri.split("://", 1)[1]
+        if not rest.startswith("/") or rest in ("/", ""):
+            raise MaintenanceError("backend_store_uri %r must name a file: sqlite:////absolute/path.db" % uri)
+        path = unquote(rest[1:].split("?", 1)[0])
+        if not path or path == ":memory:":
+            raise MaintenanceError("backend_store_uri %r names no database file" % uri)
+        return BackendStore("sqlite", path=os.path.abspath(path), scheme="sqlite")
+    if scheme in POSTGRES_SCHEMES:
+        try:
+            parts = urlsplit(uri)
+            port = parts.port
+        except ValueError as exc:
+            raise MaintenanceError("backend_store_uri %r is malformed: %s" % (_redact_raw(uri), exc))
+        database = unquote(parts.path.lstrip("/")) or None
+        query = dict(parse_qsl(parts.query))
+        if not database:
+            database = query.pop("dbname", None)
+        if not database:
+            raise MaintenanceError("backend_store_uri %r names no database" % (_redact_raw(uri),))
+        return BackendStore(
+            "postgresql",
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username) if parts.username else None,
+            password=password or (unquote(parts.password) if parts.password else None),
+            database=database,
+            query=query,
+            scheme=scheme,
+        )
+    raise MaintenanceError(
+        "backend_store_uri scheme %r is not supported; use sqlite:// or postgresql:// "
+        "(also postgresql+psycopg2:// and postgresql+psycopg://)" % scheme
+    )
+
+
+def _redact_raw(uri):
+    """Best-effort redaction of a URI we could not parse, for error messages."""
+    text = str(uri or "")
+    if "://" in text and "@" in text:
+        scheme, rest = text.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return "%s://%s@%s" % (scheme, creds.split(":", 1)[0] + (":***" if ":" in creds else ""), host)
+    return text
+
+
+@contextlib.contextmanager
+def pgpass_file(store):
+    """A 0600 pgpass file in a private 0700 directory holding the store's password, removed afterwards.
+
+    Yields its path, or None when there is no password (libpq then uses its own defaults).
+    """
+    if not store.password:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="mlflowops-pgpass-")
+    path = os.path.join(directory, "pgpass")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            # host:port:database:user:password, with : and \ escaped; wildcards so that a scratch
+            # database on the same server (verify: restore) authenticates too.
+            handle.write("*:*:*:%s:%s\n" % (_pgpass_escape(store.user or "*"), _pgpass_escape(store.password)))
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _pgpass_escape(value):
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")

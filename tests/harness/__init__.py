@@ -1,0 +1,1 @@
+"""Test harness of mlflowops.maintenance: real services, data generation, and an Ansible runner."""
