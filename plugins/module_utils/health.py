@@ -138,16 +138,15 @@ def evaluate_checks(server, resources, thresholds):
         for name in ("cpu_percent", "memory_percent"):
             value = resources[name]
             checks.append(_check(name, value <= limits[name], value, limits[name],
-                                 "%s %s%% (limit %s%%)" % (name.split("_")[0], value, limits[name])))
+                                 "%s %s%% (limit %s%%)" % (name.split("_", 1)[0], value, limits[name])))
         for disk in resources["disks"]:
             name = "disk_percent:%s" % disk["path"]
             if "error" in disk:
                 checks.append(_check(name, False, None, limits["disk_percent"], disk["error"]))
             else:
-                checks.append(_check(name, disk["percent"] <= limits["disk_percent"], disk["percent"],
-                                     limits["disk_percent"],
-                                     "disk %s %s%% used (limit %s%%)" % (disk["path"], disk["percent"],
-                                                                        limits["disk_percent"])))
+                limit = limits["disk_percent"]
+                msg = "disk %s %s%% used (limit %s%%)" % (disk["path"], disk["percent"], limit)
+                checks.append(_check(name, disk["percent"] <= limit, disk["percent"], limit, msg))
     return checks
 
 

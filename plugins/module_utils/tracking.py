@@ -182,8 +182,7 @@ class TrackingClient:
         body = dict(body, max_results=page_size)
         while True:
             page = self.post(path, body)
-            for item in page.get(key, []):
-                yield item
+            yield from page.get(key, [])
             token = page.get("next_page_token")
             if not token:
                 return

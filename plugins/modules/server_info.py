@@ -21,7 +21,7 @@ description:
     within O(timeout).
   - Does not import mlflow; it needs only C(requests) and C(psutil).
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.tracking
 options:
@@ -71,6 +71,7 @@ attributes:
     description: The module only reads; it runs the same probes in check mode.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to show.
 requirements:
   - psutil >= 5.8
 notes:

@@ -120,7 +120,7 @@ def write_artifacts(destination, experiment_id, run_ids, files, s3_client=None, 
     """
     jobs = [(run_id, path, data) for run_id in run_ids for path, data in files.items()]
     if destination.startswith("s3://"):
-        bucket, _, prefix = destination[len("s3://"):].partition("/")
+        bucket, _sep, prefix = destination[len("s3://"):].partition("/")
         prefix = prefix.strip("/")
 
         def put(job):

@@ -87,7 +87,7 @@ def run_playbook(playbook, inventory="localhost,", extra_vars=None, check=False,
         argv += ["--forks", str(forks)]
     started = time.monotonic()
     try:
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        completed = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                                    env=ansible_env(dict(env or {}, MLFLOWOPS_RESULT_FILE=result_file.name)))
         with open(result_file.name) as handle:
             records = [json.loads(line) for line in handle if line.strip()]

@@ -90,6 +90,11 @@ class Service:
         if self not in _LIVE:
             _LIVE.append(self)
 
+    def detach(self):
+        """Leave the process running after this Python process exits (for scripts that daemonize it)."""
+        if self in _LIVE:
+            _LIVE.remove(self)
+
     def kill(self, sig=signal.SIGKILL):
         """Kill the process group at once (to simulate a crash)."""
         if self.process and self.process.poll() is None:
