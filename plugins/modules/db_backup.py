@@ -1,0 +1,318 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mlflowops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: db_backup
+short_description: Back up an MLflow backend store (SQLite or PostgreSQL) with a manifest, verification and retention
+version_added: 0.1.0
+description:
+  - Writes one backup of the tracking server's backend store into the directory O(dest), while the
+    server keeps running.
+  - B(SQLite) is copied with the C(sqlite3) online backup API in one step, a consistent snapshot also in
+    WAL mode; the raw database file is never copied.
+  - B(PostgreSQL) is dumped with C(pg_dump) (custom format by default) from a snapshot exported by a
+    REPEATABLE READ transaction that also counts the rows of every table, so the counts in the manifest are
+    those of the dump. The password travels in a temporary 0600 C(PGPASSFILE), never in process arguments.
+    C(pg_dump) runs with C(--lock-wait-timeout); its exit status and stderr are checked.
+  - The backup is written under a C(.partial) name, fsynced and renamed; a JSON manifest
+    (C(<backup>.manifest.json)) is written last, also atomically. A backup without a valid manifest is
+    incomplete; M(mlflowops.maintenance.db_restore) never uses it and retention never counts it.
+  - When the store has not changed since the newest complete backup, no backup is written and the task
+    reports C(changed=false). SQLite tells this from the database and WAL files' sizes, modification times
+    and header fields (file change counter, schema cookie, WAL salts); PostgreSQL from C(count(*)) and
+    C(sum(xmin)) of every table in the dump's snapshot. See the notes.
+  - After a successful (or unchanged) run, O(retention) prunes complete backups, and incomplete leftovers older
+    than O(incomplete_grace) are removed; both are reported.
+author:
+  - mlflowops maintainers
+extends_documentation_fragment:
+  - mlflowops.maintenance.backend_store
+options:
+  dest:
+    description:
+      - Directory that holds the backups; created when missing.
+      - It needs room for one more backup (SQLite with compression also for the uncompressed copy).
+    type: path
+    required: true
+  format:
+    description:
+      - C(pg_dump) output format (PostgreSQL only; SQLite backups are database files).
+      - C(custom) is one file that C(pg_restore) can restore in parallel; C(directory) dumps in parallel
+        with O(jobs); C(plain) is an SQL script (restored with C(psql)).
+    type: str
+    choices: [custom, directory, plain]
+    default: custom
+  jobs:
+    description:
+      - Parallel C(pg_dump) jobs with O(format=directory), and parallel C(pg_restore) jobs of O(verify=restore).
+    type: int
+    default: 1
+  compression:
+    description:
+      - C(auto) is C(zstd) when the C(zstandard) Python library or the C(zstd) command is available, else C(gzip).
+      - PostgreSQL custom and directory formats use C(pg_dump)'s own gzip for C(gzip); C(pg_dump) before 16
+        cannot write zstd in directory format, so gzip is used there (with a warning).
+    type: str
+    choices: [auto, zstd, gzip, none]
+    default: auto
+  verify:
+    description:
+      - C(checksum) re-reads the written backup and checks its sha256.
+      - C(restore) also restores it into a scratch target that is dropped afterwards. SQLite, a temporary file
+        that must pass C(PRAGMA integrity_check). PostgreSQL, a scratch database (the role needs C(CREATEDB))
+        whose table row counts must equal the source's as of the dump.
+      - A backup that fails verification is removed and the task fails.
+    type: str
+    choices: [none, checksum, restore]
+    default: checksum
+  retention:
+    description:
+      - Which complete backups to keep, with restic's semantics. A backup matching any rule is kept; calendar
+        periods count only where they hold a backup; the newest complete backup is never removed.
+      - An empty policy keeps everything.
+    type: dict
+    default: {}
+    suboptions:
+      keep_last:
+        description: Keep the N newest backups.
+        type: int
+      keep_daily:
+        description: Keep the newest backup of each of the N most recent days that have one.
+        type: int
+      keep_weekly:
+        description: Keep the newest backup of each of the N most recent ISO weeks that have one.
+        type: int
+      keep_monthly:
+        description: Keep the newest backup of each of the N most recent months that have one.
+        type: int
+  incomplete_grace:
+    description:
+      - Incomplete leftovers (C(.partial) entries, backups without a manifest) older than this are removed.
+      - A duration like C(mlflow gc --older-than) takes it, C(1h), C(30m), C(2d); a bare number is seconds.
+    type: str
+    default: 1h
+  force:
+    description:
+      - Write a new backup even when the store has not changed.
+    type: bool
+    default: false
+  prefix:
+    description:
+      - Backup names start with C(<prefix>-<engine>-); retention only looks at names with this prefix.
+      - Give each store its own prefix (or directory) when several share O(dest).
+    type: str
+    default: mlflow
+  lock_wait_timeout:
+    description:
+      - Seconds C(pg_dump) (and the counting transaction) wait for a table lock before failing; for SQLite,
+        the busy timeout of the snapshot.
+    type: int
+    default: 60
+  timeout:
+    description:
+      - Seconds any one external command (C(pg_dump), C(pg_restore), C(zstd)) may run.
+    type: int
+    default: 3600
+attributes:
+  check_mode:
+    support: full
+    description: Computes the same plan (new backup or unchanged, what retention prunes) and writes nothing.
+  diff_mode:
+    support: none
+requirements:
+  - psycopg2 (PostgreSQL stores)
+  - pg_dump, pg_restore and psql (PostgreSQL stores)
+  - zstandard or the zstd command (for zstd compression)
+notes:
+  - Only one backup runs at a time in a O(dest) (an C(flock) on C(.<prefix>-backup.lock)).
+  - SQLite unchanged detection compares the database and WAL files' state. A checkpoint without new commits can
+    make it take one extra backup; it never misses a committed change. The fingerprint is taken before the
+    snapshot, so writes during a backup make the next run back up again.
+  - PostgreSQL unchanged detection costs one sequential scan of each table (in the dump's snapshot).
+  - When the store is unchanged and O(verify) is not C(none), the newest backup's checksum is checked; a corrupt
+    newest backup makes the module take a new one.
+seealso:
+  - module: mlflowops.maintenance.db_restore
+  - module: mlflowops.maintenance.backup_info
+"""
+
+EXAMPLES = r"""
+- name: Back up a SQLite store, keep a week of dailies and four weeklies
+  mlflowops.maintenance.db_backup:
+    backend_store_uri: sqlite:////srv/mlflow/mlflow.db
+    dest: /var/backups/mlflow
+    retention:
+      keep_last: 3
+      keep_daily: 7
+      keep_weekly: 4
+  register: backup
+
+- name: Parallel PostgreSQL dump, verified by a restore into a scratch database
+  mlflowops.maintenance.db_backup:
+    backend_store_uri: postgresql://mlflow@db.example.com:5432/mlflow
+    db_password: "{{ vault_mlflow_db_password }}"
+    dest: /var/backups/mlflow
+    format: directory
+    jobs: 4
+    verify: restore
+
+- name: What would be written and pruned
+  mlflowops.maintenance.db_backup:
+    backend_store_uri: "{{ mlflow_backend_store_uri }}"
+    dest: /var/backups/mlflow
+    retention:
+      keep_monthly: 12
+  check_mode: true
+"""
+
+RETURN = r"""
+backup:
+  description:
+    - The backup written, or (when the store is unchanged) the newest complete backup; in check mode the one that
+      would be written (C(size_bytes) and C(sha256) are null).
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: Backup file (or directory for the directory format).
+      type: str
+    manifest:
+      description: Its manifest file.
+      type: str
+    size_bytes:
+      description: Size on disk.
+      type: int
+    sha256:
+      description: sha256 of the file; for a directory, over its files' sha256 sums.
+      type: str
+    engine:
+      description: C(sqlite) or C(postgresql).
+      type: str
+    format:
+      description: C(sqlite), C(custom), C(directory) or C(plain).
+      type: str
+    compression:
+      description: C(zstd), C(gzip) or C(none).
+      type: str
+    duration_s:
+      description: Seconds the backup took.
+      type: float
+    schema_revision:
+      description: MLflow's alembic schema revision in the store.
+      type: str
+    created_at:
+      description: UTC creation time (ISO 8601).
+      type: str
+  sample:
+    path: /var/backups/mlflow/mlflow-sqlite-20260101T020000000000Z.db.zst
+    manifest: /var/backups/mlflow/mlflow-sqlite-20260101T020000000000Z.db.zst.manifest.json
+    size_bytes: 1048576
+    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    engine: sqlite
+    format: sqlite
+    compression: zstd
+    duration_s: 1.2
+    schema_revision: 1b5f0d9ad7c1
+    created_at: "2026-01-01T02:00:00.000000Z"
+created:
+  description: Whether a new backup was (or in check mode would be) written.
+  returned: always
+  type: bool
+unchanged:
+  description: Whether the store was unchanged since the newest complete backup, so none was written.
+  returned: always
+  type: bool
+verified:
+  description: C(checksum) or C(restore) when that verification passed, else null.
+  returned: always
+  type: str
+pruned:
+  description: Complete backups removed (in check mode, that would be removed) by O(retention).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: mlflow-sqlite-20251201T020000000000Z.db.zst, path: /var/backups/mlflow/..., created_at: "2025-12-01T02:00:00.000000Z", reason: not matched by any rule}]
+kept:
+  description: Complete backups kept, with the rules that keep each.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: mlflow-sqlite-20260101T020000000000Z.db.zst, reasons: [keep_last 3, keep_daily 2026-1-1]}]
+removed_incomplete:
+  description: Incomplete leftovers older than O(incomplete_grace) that were (or would be) removed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: mlflow-sqlite-20251231T020000000000Z.db.partial, path: /var/backups/mlflow/..., reason: partial write}]
+msg:
+  description: What happened, in one line.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, parse_duration
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import BackupOptions, run_backup
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
+    backend_store_argument_spec,
+    parse_backend_store_uri,
+)
+
+
+def main():
+    argument_spec = backend_store_argument_spec()
+    argument_spec.update(
+        dest=dict(type="path", required=True),
+        format=dict(type="str", choices=["custom", "directory", "plain"], default="custom"),
+        jobs=dict(type="int", default=1),
+        compression=dict(type="str", choices=["auto", "zstd", "gzip", "none"], default="auto"),
+        verify=dict(type="str", choices=["none", "checksum", "restore"], default="checksum"),
+        retention=dict(type="dict", default={}, options=dict(
+            keep_last=dict(type="int"),
+            keep_daily=dict(type="int"),
+            keep_weekly=dict(type="int"),
+            keep_monthly=dict(type="int"),
+        )),
+        incomplete_grace=dict(type="str", default="1h"),
+        force=dict(type="bool", default=False),
+        prefix=dict(type="str", default="mlflow"),
+        lock_wait_timeout=dict(type="int", default=60),
+        timeout=dict(type="int", default=3600),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    try:
+        if params["jobs"] < 1:
+            raise MaintenanceError("jobs must be at least 1")
+        for key, value in (params["retention"] or {}).items():
+            if value is not None and value < 0:
+                raise MaintenanceError("retention.%s must not be negative" % key)
+        try:
+            grace = parse_duration(params["incomplete_grace"])
+        except ValueError as exc:
+            raise MaintenanceError("incomplete_grace: %s" % exc)
+        store = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
+        if store.password:
+            module.no_log_values.add(store.password)
+        opts = BackupOptions(params["dest"], fmt=params["format"], jobs=params["jobs"],
+                             compression=params["compression"], verify=params["verify"],
+                             retention=params["retention"], incomplete_grace=grace, force=params["force"],
+                             prefix=params["prefix"], lock_wait_timeout=params["lock_wait_timeout"],
+                             timeout=params["timeout"], connect_timeout=params["connect_timeout"])
+        result = run_backup(store, opts, check_mode=module.check_mode, warn=module.warn)
+    except MaintenanceError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    result["changed"] = bool(result["created"] or result["pruned"] or result["removed_incomplete"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
