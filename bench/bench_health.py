@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+"""Benchmark: the health playbook over a 20-host inventory, and server_info's own run time against
+a baseline that imports mlflow and uses MlflowClient.
+
+    .venv/bin/python bench/bench_health.py [--servers 3] [--hosts 20] [--forks 10] [--repeat 7]
+
+1. Starts --servers live MLflow servers (SQLite) on loopback.
+2. Runs playbooks/health.yml over --hosts local hosts (ansible_connection=local), each pointing at one
+   of the servers, with --forks; reports the wall time and the wall time per host (median of --repeat).
+3. Times one module run in a fresh interpreter, as Ansible runs it (server_info with its JSON args),
+   against the baseline in a fresh interpreter: ``import mlflow``, MlflowClient.search_experiments,
+   GET /health and /version, psutil resources. Reports medians and the ratio (target < 0.30).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from harness.runner import collections_path, run_playbook  # noqa: E402  pylint: disable=wrong-import-position
+from harness.services import MlflowServer  # noqa: E402  pylint: disable=wrong-import-position
+
+BASELINE = r"""
+import sys, json, psutil, requests
+import mlflow
+from mlflow.tracking import MlflowClient
+uri = sys.argv[1]
+client = MlflowClient(tracking_uri=uri)
+client.search_experiments(max_results=1)
+health = requests.get(uri + "/health", timeout=10).text
+version = requests.get(uri + "/version", timeout=10).text
+print(json.dumps(dict(health=health, version=version, cpu=psutil.cpu_percent(interval=0.2),
+                      memory=psutil.virtual_memory().percent, disk=psutil.disk_usage("/").percent)))
+"""
+
+
+def timed(argv, env=None):
+    started = time.monotonic()
+    completed = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=120)
+    elapsed = time.monotonic() - started
+    if completed.returncode != 0:
+        raise RuntimeError("%s failed: %s %s" % (argv[:3], completed.stdout[-500:], completed.stderr[-2000:]))
+    return elapsed, completed.stdout
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--servers", type=int, default=3)
+    parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--forks", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    servers = [MlflowServer().start() for _ in range(args.servers)]
+    workdir = tempfile.mkdtemp(prefix="mlflowops-bench-health-")
+    try:
+        inventory = os.path.join(workdir, "inventory.json")
+        hosts = dict(("host%02d" % index, {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "mlflow_tracking_uri": servers[index % len(servers)].url,
+        }) for index in range(args.hosts))
+        with open(inventory, "w") as handle:
+            json.dump({"all": {"hosts": hosts}}, handle)
+
+        playbook = os.path.join(REPO, "playbooks", "health.yml")
+        extra = {"health_thresholds": {"cpu_percent": 100, "memory_percent": 100, "disk_percent": 100,
+                                       "latency_ms": 60000}}
+        play_times = []
+        for _ in range(args.repeat):
+            run = run_playbook(playbook, inventory=inventory, extra_vars=extra, forks=args.forks)
+            if run.rc != 0:
+                raise RuntimeError(run.stdout[-3000:])
+            play_times.append(run.duration)
+
+        env = dict(os.environ, PYTHONPATH=collections_path())
+        args_file = os.path.join(workdir, "args.json")
+        with open(args_file, "w") as handle:
+            json.dump({"ANSIBLE_MODULE_ARGS": {"tracking_uri": servers[0].url}}, handle)
+        module_argv = [sys.executable, "-m", "ansible_collections.mlflowops.maintenance.plugins.modules.server_info",
+                       args_file]
+        baseline_argv = [sys.executable, "-c", BASELINE, servers[0].url]
+        timed(module_argv, env)
+        timed(baseline_argv)  # warm the page cache for both before measuring
+        module_times, baseline_times = [], []
+        for _ in range(args.repeat):
+            elapsed, out = timed(module_argv, env)
+            assert json.loads(out)["server"]["api_ok"], out
+            module_times.append(elapsed)
+            elapsed, _out = timed(baseline_argv)
+            baseline_times.append(elapsed)
+
+        play = statistics.median(play_times)
+        module = statistics.median(module_times)
+        baseline = statistics.median(baseline_times)
+        print(json.dumps({
+            "hosts": args.hosts, "forks": args.forks, "servers": args.servers, "repeat": args.repeat,
+            "playbook_wall_s_median": round(play, 2),
+            "playbook_wall_per_host_s": round(play / args.hosts, 3),
+            "module_run_s_median": round(module, 3),
+            "baseline_mlflowclient_s_median": round(baseline, 3),
+            "module_over_baseline": round(module / baseline, 3),
+            "target": "< 0.30",
+        }, indent=2))
+    finally:
+        for server in servers:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
