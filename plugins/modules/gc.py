@@ -1,0 +1,263 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mlflowops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: gc
+short_description: Permanently delete soft-deleted MLflow runs and experiments, faster than mlflow gc
+version_added: 0.1.0
+description:
+  - Purges runs in the C(deleted) lifecycle stage from the backend store, with their artifacts, and
+    experiments in the C(deleted) stage with all their runs. It runs on the tracking server's host
+    (or anywhere that reaches its database and artifact store), with MLflow installed there.
+  - Run rows are purged many runs per transaction, from every table whose foreign key references
+    C(runs.run_uuid) (found by reflecting the live schema, so new MLflow tables are covered), plus the
+    runs' dataset inputs. Experiments are removed with MLflow's own store code.
+  - The artifacts of each batch of runs are deleted concurrently, before the batch's rows. Local
+    directories and S3 prefixes are deleted directly (reporting the bytes freed); any other URI goes
+    through MLflow's artifact repository for it.
+  - A run whose artifacts or rows cannot be deleted is reported in RV(failures) and keeps its rows, so a
+    rerun retries it; the other runs carry on. Run ids are streamed in batches, so memory stays bounded.
+  - Runs whose deletion time is NULL (deleted before MLflow recorded it) are reported in RV(undated_runs)
+    and purged only with O(include_undated=true).
+author:
+  - mlflowops maintainers
+extends_documentation_fragment:
+  - mlflowops.maintenance.backend_store
+options:
+  older_than:
+    description:
+      - Purge only runs deleted longer ago than this (C(mlflow gc --older-than) syntax, V(30d), V(12h), V(1d2h)),
+        and experiments whose last update is older than this.
+      - When not set, every deleted run and experiment is purged.
+    type: str
+  experiment_ids:
+    description:
+      - Limit gc to these experiments. Their deleted runs are purged and, when the experiment itself is in
+        the deleted stage and old enough, the experiment too.
+      - An unknown experiment id fails the task before anything changes.
+    type: list
+    elements: str
+  run_ids:
+    description:
+      - Purge only these runs. Each must exist and be in the deleted stage, or the task fails before anything
+        changes. Experiments are not purged when this is set.
+    type: list
+    elements: str
+  include_undated:
+    description:
+      - Also purge deleted runs (and deleted experiments) that have no deletion time.
+    type: bool
+    default: false
+  purge_experiments:
+    description:
+      - Whether to purge experiments in the deleted stage (with all their runs).
+    type: bool
+    default: true
+  artifacts_destination:
+    description:
+      - The tracking server's C(--artifacts-destination), a directory or C(s3://bucket/prefix). Proxied
+        C(mlflow-artifacts:) run URIs are mapped onto it and deleted directly.
+      - For S3, the usual environment applies (E(AWS_ACCESS_KEY_ID), E(AWS_SECRET_ACCESS_KEY),
+        E(MLFLOW_S3_ENDPOINT_URL), E(MLFLOW_S3_IGNORE_TLS)); set it with the task's C(environment).
+    type: str
+  tracking_uri:
+    description:
+      - The tracking server's address, used to delete proxied C(mlflow-artifacts:) artifacts through the
+        server when O(artifacts_destination) is not set. Slower than O(artifacts_destination).
+      - If not set, the value of the E(MLFLOW_TRACKING_URI) environment variable is used.
+    type: str
+  batch_size:
+    description:
+      - Runs purged per database transaction.
+    type: int
+    default: 500
+  concurrency:
+    description:
+      - Artifact deletions in flight at once.
+    type: int
+    default: 16
+  run_ids_limit:
+    description:
+      - The most run ids listed in RV(run_ids).
+    type: int
+    default: 1000
+attributes:
+  check_mode:
+    support: full
+    description: Lists what would be purged through the same selection; deletes nothing.
+  diff_mode:
+    support: none
+requirements:
+  - mlflow (on the host the module runs on)
+  - sqlalchemy
+  - psycopg2 or psycopg, for PostgreSQL stores
+  - boto3, for S3 artifact stores
+notes:
+  - A second identical invocation reports C(changed=false).
+  - Use M(mlflowops.maintenance.runs_cleanup) first to soft-delete runs; until gc purges them,
+    C(runs_cleanup state=active) can restore them.
+seealso:
+  - module: mlflowops.maintenance.runs_cleanup
+  - name: mlflow gc
+    description: The MLflow command this module replaces.
+    link: https://mlflow.org/docs/latest/cli.html#mlflow-gc
+"""
+
+EXAMPLES = r"""
+- name: Purge runs deleted more than 7 days ago, artifacts on local disk
+  mlflowops.maintenance.gc:
+    backend_store_uri: sqlite:////srv/mlflow/mlflow.db
+    artifacts_destination: /srv/mlflow/artifacts
+    older_than: 7d
+
+- name: Purge from PostgreSQL with artifacts in S3
+  mlflowops.maintenance.gc:
+    backend_store_uri: postgresql://mlflow@db.internal:5432/mlflow
+    db_password: "{{ mlflow_db_password }}"
+    artifacts_destination: s3://mlflow-artifacts/mlflow
+    older_than: 30d
+  environment:
+    MLFLOW_S3_ENDPOINT_URL: https://minio.internal:9000
+    AWS_ACCESS_KEY_ID: "{{ s3_key }}"
+    AWS_SECRET_ACCESS_KEY: "{{ s3_secret }}"
+
+- name: See what would be purged, including legacy runs without a deletion time
+  mlflowops.maintenance.gc:
+    backend_store_uri: sqlite:////srv/mlflow/mlflow.db
+    artifacts_destination: /srv/mlflow/artifacts
+    include_undated: true
+  check_mode: true
+  register: gc_plan
+"""
+
+RETURN = r"""
+purged_runs:
+  description: Runs permanently deleted (in check mode, that would be).
+  returned: always
+  type: int
+  sample: 1980
+purged_experiments:
+  description: Experiments permanently deleted (in check mode, that would be).
+  returned: always
+  type: int
+  sample: 1
+experiments:
+  description: The purged experiments, with C(experiment_id) and C(name).
+  returned: always
+  type: list
+  elements: dict
+run_ids:
+  description: Ids of the purged runs, at most O(run_ids_limit).
+  returned: always
+  type: list
+  elements: str
+run_ids_truncated:
+  description: Whether RV(run_ids) was cut at O(run_ids_limit).
+  returned: always
+  type: bool
+failures:
+  description: Runs or experiments that could not be purged (at most 100), with the reason; they keep their rows.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{run_id: 0a1b2c, error: "artifacts: ClientError: Access Denied"}]
+failed:
+  description: How many runs or experiments could not be purged.
+  returned: always
+  type: int
+bytes_freed:
+  description: Bytes of artifacts deleted; null in check mode or when an artifact repository does not tell.
+  returned: always
+  type: int
+  sample: 104857600
+undated_runs:
+  description: Deleted runs without a deletion time that were left alone (O(include_undated=false)).
+  returned: always
+  type: int
+undated_run_ids:
+  description: The first 100 of those runs.
+  returned: always
+  type: list
+  elements: str
+duration_s:
+  description: Wall-clock seconds the module took.
+  returned: always
+  type: float
+"""
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import (
+    ArtifactDeleter,
+    GcStore,
+    run_gc,
+)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import cutoff_ms
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
+    backend_store_argument_spec,
+    parse_backend_store_uri,
+)
+
+
+def main():
+    argument_spec = backend_store_argument_spec()
+    argument_spec.update(
+        older_than=dict(type="str"),
+        experiment_ids=dict(type="list", elements="str"),
+        run_ids=dict(type="list", elements="str"),
+        include_undated=dict(type="bool", default=False),
+        purge_experiments=dict(type="bool", default=True),
+        artifacts_destination=dict(type="str"),
+        tracking_uri=dict(type="str", fallback=(env_fallback, ["MLFLOW_TRACKING_URI"])),
+        batch_size=dict(type="int", default=500),
+        concurrency=dict(type="int", default=16),
+        run_ids_limit=dict(type="int", default=1000),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    watch = Stopwatch()
+    store = None
+    try:
+        cutoff = None
+        if params["older_than"] not in (None, ""):
+            cutoff = cutoff_ms(params["older_than"], int(time.time() * 1000))
+        for option in ("batch_size", "concurrency"):
+            if params[option] < 1:
+                raise MaintenanceError("%s must be at least 1, got %d" % (option, params[option]))
+        backend = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
+        if backend.is_sqlite and not os.path.exists(backend.path):
+            raise MaintenanceError("backend store %s does not exist" % backend.redacted())
+        store = GcStore(backend.sqlalchemy_url(), params["connect_timeout"])
+        deleter = ArtifactDeleter(params["artifacts_destination"], params["tracking_uri"])
+        result = run_gc(store, deleter, cutoff=cutoff, include_undated=params["include_undated"],
+                        experiment_ids=params["experiment_ids"], run_ids=params["run_ids"],
+                        batch_size=params["batch_size"], concurrency=params["concurrency"],
+                        check_mode=module.check_mode, run_ids_limit=params["run_ids_limit"],
+                        purge_experiments=params["purge_experiments"])
+    except MaintenanceError as exc:
+        module.fail_json(msg=exc.msg, duration_s=watch.elapsed(), **exc.details)
+    except Exception as exc:  # pylint: disable=broad-except
+        # Database errors (connection refused, authentication) end as one readable line.
+        text = str(exc).strip().splitlines()
+        module.fail_json(msg="gc failed: %s: %s" % (exc.__class__.__name__, text[0] if text else ""),
+                         duration_s=watch.elapsed())
+    finally:
+        if store is not None:
+            store.close()
+    result["duration_s"] = watch.elapsed()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
