@@ -1,0 +1,175 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlflowops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""boto3 S3 clients built from module options, with timeouts, retries and readable errors."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+
+BOTO3_IMPORT_ERROR = None
+try:
+    import boto3
+    import botocore
+    from botocore.config import Config
+    from boto3.s3.transfer import TransferConfig
+except ImportError:
+    boto3 = None
+    botocore = None
+    Config = None
+    TransferConfig = None
+    BOTO3_IMPORT_ERROR = traceback.format_exc()
+
+MB = 1024 * 1024
+
+S3_ARGUMENT_SPEC = dict(
+    endpoint_url=dict(type="str", fallback=(env_fallback, ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"])),
+    region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
+    aws_access_key=dict(type="str", no_log=True, aliases=["access_key"]),
+    aws_secret_key=dict(type="str", no_log=True, aliases=["secret_key"]),
+    session_token=dict(type="str", no_log=True),
+    profile=dict(type="str"),
+    s3_validate_certs=dict(type="bool", default=True),
+    connect_timeout=dict(type="float", default=10.0),
+    read_timeout=dict(type="float", default=60.0),
+    retries=dict(type="int", default=3),
+    multipart_threshold_mb=dict(type="int", default=8),
+    multipart_chunksize_mb=dict(type="int", default=8),
+)
+
+
+def s3_argument_spec(**overrides):
+    """The S3 options, as documented by the ``mlflowops.maintenance.s3`` fragment."""
+    spec = dict((name, dict(option)) for name, option in S3_ARGUMENT_SPEC.items())
+    for name, option in overrides.items():
+        spec[name].update(option)
+    return spec
+
+
+def is_s3_url(location):
+    return str(location or "").startswith("s3://")
+
+
+def parse_s3_url(url):
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")`` (no leading or trailing slash)."""
+    if not is_s3_url(url):
+        raise MaintenanceError("%r is not an s3://bucket/prefix URL" % (url,))
+    bucket, _sep, prefix = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise MaintenanceError("%r names no bucket; write s3://bucket/prefix" % (url,))
+    return bucket, prefix.strip("/")
+
+
+def require_boto3():
+    if boto3 is None:
+        raise MaintenanceError(missing_required_lib("boto3"), exception=BOTO3_IMPORT_ERROR)
+
+
+def client_config(params, pool_size=16):
+    """A botocore Config with connect/read timeouts and botocore's own retries (standard mode)."""
+    return Config(
+        connect_timeout=float(params.get("connect_timeout") or 10.0),
+        read_timeout=float(params.get("read_timeout") or 60.0),
+        retries={"max_attempts": max(1, int(params.get("retries", 3)) + 1), "mode": "standard"},
+        max_pool_connections=max(10, int(pool_size) + 4),
+    )
+
+
+def transfer_config(params, concurrency=4):
+    """Managed-transfer settings: multipart above the threshold, a few threads per large object."""
+    return TransferConfig(
+        multipart_threshold=max(5, int(params.get("multipart_threshold_mb") or 8)) * MB,
+        multipart_chunksize=max(5, int(params.get("multipart_chunksize_mb") or 8)) * MB,
+        max_concurrency=max(1, int(concurrency)),
+        use_threads=True,
+    )
+
+
+def build_client(params, pool_size=16):
+    """An S3 client from module options; unset keys fall back to boto3's chain (environment, profiles, roles)."""
+    require_boto3()
+    session_kwargs = {}
+    if params.get("profile"):
+        session_kwargs["profile_name"] = params["profile"]
+    try:
+        session = boto3.session.Session(**session_kwargs)
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise MaintenanceError("AWS profile not found: %s" % exc)
+    kwargs = dict(config=client_config(params, pool_size))
+    if params.get("endpoint_url"):
+        kwargs["endpoint_url"] = params["endpoint_url"]
+    if params.get("region"):
+        kwargs["region_name"] = params["region"]
+    if params.get("aws_access_key") or params.get("aws_secret_key"):
+        if not (params.get("aws_access_key") and params.get("aws_secret_key")):
+            raise MaintenanceError("aws_access_key and aws_secret_key must be given together")
+        kwargs["aws_access_key_id"] = params["aws_access_key"]
+        kwargs["aws_secret_access_key"] = params["aws_secret_key"]
+        if params.get("session_token"):
+            kwargs["aws_session_token"] = params["session_token"]
+    if not params.get("s3_validate_certs", True):
+        kwargs["verify"] = False
+    try:
+        return session.client("s3", **kwargs)
+    except ValueError as exc:
+        raise MaintenanceError("cannot build an S3 client: %s" % exc)
+
+
+def error_code(exc):
+    """The S3 error code of a botocore ClientError (``NoSuchBucket``, ``403``...), else None."""
+    if botocore is not None and isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code"))
+    return None
+
+
+def describe_error(exc, what=""):
+    """One readable line for a boto3/botocore failure; never includes credentials."""
+    prefix = (what + ": ") if what else ""
+    if botocore is None:
+        return prefix + str(exc)
+    code = error_code(exc)
+    if code is not None:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket",):
+            return prefix + "the bucket does not exist (NoSuchBucket)"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken",
+                    "InvalidToken"):
+            return prefix + "access denied: the credentials were rejected (%s)" % code
+        if code in ("404", "NoSuchKey"):
+            return prefix + "not found (%s)" % code
+        message = exc.response.get("Error", {}).get("Message") or ""
+        return prefix + "S3 error %s (HTTP %s) %s" % (code, status, message)
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)):
+        return prefix + "cannot reach the S3 endpoint: %s" % exc
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        return prefix + "the S3 endpoint did not answer within read_timeout: %s" % exc
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return prefix + "no AWS credentials: set aws_access_key/aws_secret_key, a profile or the environment"
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return prefix + str(exc)
+    return prefix + "%s: %s" % (type(exc).__name__, exc)
+
+
+def check_bucket(client, bucket, what):
+    """Fail early, with one clear message, when the bucket is missing, forbidden or unreachable."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as exc:  # pylint: disable=broad-except
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket"):
+            raise MaintenanceError("%s: bucket %r does not exist" % (what, bucket))
+        raise MaintenanceError(describe_error(exc, "%s: bucket %r" % (what, bucket)))
+
+
+def paginate(client, operation, key, **kwargs):
+    """Yield every item under ``key`` of every page of a paginated S3 listing."""
+    paginator = client.get_paginator(operation)
+    for page in paginator.paginate(**kwargs):
+        for item in page.get(key, []) or []:
+            yield item
