@@ -133,23 +133,33 @@ class ArtifactDeleter:
                                                                      retries={"max_attempts": 5}))
         return self._s3
 
-    def delete(self, artifact_uri):
+    def delete(self, artifact_uri, run_id=None):
         kind, where = resolve_artifact_location(artifact_uri, self.artifacts_destination)
         if kind == "none":
             return 0
         if kind == "local":
-            if not os.path.lexists(where):
-                return 0
+            size = 0
             if os.path.isdir(where) and not os.path.islink(where):
                 size = local_tree_size(where)
                 shutil.rmtree(where)
-                return size
-            size = os.lstat(where).st_size
-            os.remove(where)
+            elif os.path.lexists(where):
+                size = os.lstat(where).st_size
+                os.remove(where)
+            self._remove_empty_run_dir(where, run_id)
             return size
         if kind == "s3":
             return self._delete_s3(*where)
         return self._delete_with_mlflow(where)
+
+    @staticmethod
+    def _remove_empty_run_dir(where, run_id):
+        """``<run_id>/artifacts`` leaves ``<run_id>/`` behind: remove it when empty."""
+        parent = os.path.dirname(where.rstrip("/"))
+        if run_id and os.path.basename(parent) == run_id:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass
 
     def _delete_s3(self, bucket, prefix):
         if not prefix:
@@ -397,7 +407,7 @@ def purge_batch(store, deleter, batch, report, concurrency, check_mode):
             report.purged(run_id)
         return
     ok = []
-    for row, freed, error in bounded_parallel_map(lambda row: deleter.delete(row[1]), batch, concurrency):
+    for row, freed, error in bounded_parallel_map(lambda row: deleter.delete(row[1], row[0]), batch, concurrency):
         if error is not None:
             report.fail("run_id", row[0], "artifacts: %s" % _error_text(error))
             continue
