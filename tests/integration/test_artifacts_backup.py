@@ -1,0 +1,306 @@
+# -*- coding: utf-8 -*-
+"""artifacts_backup through Ansible against the real moto S3 server and local directories."""
+
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+
+import pytest
+
+from harness import datagen
+from harness.runner import run_module
+from harness.services import MotoS3, SilentListener, closed_port_url
+
+OBJECTS = 2500
+BIG = 9 * 1024 * 1024
+MANIFEST = ".mlflowops-manifest.json"
+
+
+def s3_args(moto):
+    return dict(endpoint_url=moto.endpoint_url, aws_access_key=moto.access_key, aws_secret_key=moto.secret_key,
+                region=moto.region)
+
+
+def keys_under(client, bucket, prefix):
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def local_files(root):
+    found = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            found.append(os.path.relpath(os.path.join(directory, name), root))
+    return sorted(found)
+
+
+@pytest.fixture(scope="module")
+def source_bucket(moto_s3):
+    """2,500 artifacts under s3://<bucket>/mlflow laid out as MLflow does; one is a 9 MiB multipart upload."""
+    from boto3.s3.transfer import TransferConfig
+    client = moto_s3.client()
+    bucket = moto_s3.create_bucket()
+    run_ids = [uuid.uuid4().hex for _ in range(OBJECTS // 5)]
+    files = dict(("file-%d.txt" % index, ("content %d " % index).encode() * 20) for index in range(5))
+    written = datagen.write_artifacts("s3://%s/mlflow" % bucket, "7", run_ids, files, s3_client=client)
+    assert written == OBJECTS
+    big_key = "mlflow/" + datagen.artifact_key("7", run_ids[0], "file-0.txt")
+    path = os.path.join(moto_s3.root, "big.bin")
+    with open(path, "wb") as handle:
+        handle.write(os.urandom(BIG))
+    client.upload_file(path, bucket, big_key, Config=TransferConfig(multipart_threshold=5 * 2 ** 20,
+                                                                    multipart_chunksize=5 * 2 ** 20))
+    assert "-" in client.head_object(Bucket=bucket, Key=big_key)["ETag"]
+    return bucket
+
+
+def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_bucket):
+    client = moto_s3.client()
+    dest_bucket = moto_s3.create_bucket()
+    args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket, dest="s3://%s/backup" % dest_bucket)
+    first, run = run_module("artifacts_backup", args)
+    assert first["_status"] == "ok", run.stdout
+    assert first["changed"] is True
+    assert first["copied"] == OBJECTS
+    assert first["error_count"] == 0
+    copied = keys_under(client, dest_bucket, "backup/")
+    assert len(copied) == OBJECTS
+    source = sorted(key[len("mlflow/"):] for key in keys_under(client, source_bucket, "mlflow/"))
+    assert sorted(key[len("backup/"):] for key in copied) == source
+    second, _run = run_module("artifacts_backup", args)
+    assert second["_status"] == "ok"
+    assert second["changed"] is False
+    assert second["copied"] == 0 and second["bytes_copied"] == 0
+    assert second["unchanged"] == OBJECTS
+
+
+def test_s3_to_local_complete_idempotent_checksum_and_verify(moto_s3, source_bucket, tmp_path):
+    dest = str(tmp_path / "mirror")
+    args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket, dest=dest)
+    first, run = run_module("artifacts_backup", args)
+    assert first["_status"] == "ok", run.stdout
+    assert first["copied"] == OBJECTS
+    files = [name for name in local_files(dest) if name != MANIFEST]
+    assert len(files) == OBJECTS
+    with open(os.path.join(dest, MANIFEST)) as handle:
+        manifest = json.load(handle)
+    assert manifest["file_count"] == OBJECTS
+    sample = files[17]
+    with open(os.path.join(dest, sample), "rb") as handle:
+        assert manifest["files"][sample]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+
+    second, _run = run_module("artifacts_backup", args)
+    assert second["changed"] is False and second["copied"] == 0
+
+    # A same-size change behind the backup's back, mtime restored: only content comparison sees it.
+    victim = os.path.join(dest, sample)
+    info = os.stat(victim)
+    with open(victim, "rb") as handle:
+        original = handle.read()
+    with open(victim, "wb") as handle:
+        handle.write(b"X" * len(original))
+    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+    default, _run = run_module("artifacts_backup", args)
+    assert default["changed"] is False
+    checksum, _run = run_module("artifacts_backup", dict(args, compare="checksum"))
+    assert checksum["changed"] is True
+    assert checksum["copied"] == 1 and checksum["copied_keys"] == [sample]
+    with open(victim, "rb") as handle:
+        assert handle.read() == original
+
+    # An object removed from the backup is reported by verification, which writes nothing.
+    gone = files[1000]
+    os.unlink(os.path.join(dest, gone))
+    verify, _run = run_module("artifacts_backup", dict(args, mode="verify"))
+    assert verify["_status"] == "ok"
+    assert verify["changed"] is False
+    assert verify["verified"] is False
+    assert verify["missing"] == [gone]
+    assert verify["counts"] == {"missing": 1, "different": 0, "extraneous": 0}
+    assert not os.path.exists(os.path.join(dest, gone))
+
+    # Check mode predicts the one copy and writes nothing.
+    before = os.stat(os.path.join(dest, MANIFEST)).st_mtime_ns
+    predicted, _run = run_module("artifacts_backup", args, check=True)
+    assert predicted["changed"] is True and predicted["copied"] == 1
+    assert not os.path.exists(os.path.join(dest, gone))
+    assert os.stat(os.path.join(dest, MANIFEST)).st_mtime_ns == before
+    repaired, _run = run_module("artifacts_backup", args)
+    assert repaired["copied"] == 1 and os.path.exists(os.path.join(dest, gone))
+
+
+def test_check_mode_writes_nothing(moto_s3, source_bucket, tmp_path):
+    client = moto_s3.client()
+    dest_bucket = moto_s3.create_bucket()
+    local = str(tmp_path / "never")
+    to_s3, _run = run_module("artifacts_backup", dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket,
+                                                       dest="s3://%s/b" % dest_bucket), check=True)
+    to_local, _run = run_module("artifacts_backup", dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket,
+                                                          dest=local), check=True)
+    for result in (to_s3, to_local):
+        assert result["_status"] == "ok"
+        assert result["changed"] is True
+        assert result["copied"] == OBJECTS
+        assert result["bytes_copied"] > BIG
+    assert keys_under(client, dest_bucket, "") == []
+    assert not os.path.exists(local)
+
+
+def make_tree(root, count=20, size=100):
+    for index in range(count):
+        path = os.path.join(root, str(index % 3), "run%02d" % index, "artifacts", "f.txt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(os.urandom(size))
+
+
+def test_local_to_local_and_local_to_s3_mirror_with_deletion(moto_s3, tmp_path):
+    src = str(tmp_path / "src")
+    make_tree(src)
+    dest = str(tmp_path / "dest")
+    first, _run = run_module("artifacts_backup", {"src": src, "dest": dest})
+    assert first["copied"] == 20 and first["changed"] is True
+    assert [f for f in local_files(dest) if f != MANIFEST] == local_files(src)
+    again, _run = run_module("artifacts_backup", {"src": src, "dest": dest})
+    assert again["changed"] is False and again["copied"] == 0
+    os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
+    kept, _run = run_module("artifacts_backup", {"src": src, "dest": dest})
+    assert kept["deleted"] == 0 and kept["extraneous"] == ["0/run00/artifacts/f.txt"]
+    pruned, _run = run_module("artifacts_backup", {"src": src, "dest": dest, "delete_extraneous": True})
+    assert pruned["deleted"] == 1 and not os.path.exists(os.path.join(dest, "0", "run00"))
+
+    bucket = moto_s3.create_bucket()
+    args = dict(s3_args(moto_s3), src=src, dest="s3://%s/up" % bucket)
+    up, _run = run_module("artifacts_backup", args)
+    assert up["copied"] == 19
+    meta = moto_s3.client().head_object(Bucket=bucket, Key="up/1/run01/artifacts/f.txt")["Metadata"]
+    with open(os.path.join(src, "1", "run01", "artifacts", "f.txt"), "rb") as handle:
+        assert meta["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    up_again, _run = run_module("artifacts_backup", args)
+    assert up_again["changed"] is False and up_again["copied"] == 0
+    # A touched but identical file is settled by its ETag, not re-uploaded.
+    os.utime(os.path.join(src, "1", "run01", "artifacts", "f.txt"), (time.time() + 60, time.time() + 60))
+    touched, _run = run_module("artifacts_backup", args)
+    assert touched["changed"] is False
+
+
+def test_local_snapshots_share_inodes_and_retention(tmp_path):
+    src = str(tmp_path / "src")
+    make_tree(src, count=6)
+    repo = str(tmp_path / "snapshots")
+    args = {"src": src, "dest": repo, "mode": "snapshot", "keep_last": 2}
+    first, _run = run_module("artifacts_backup", args)
+    assert first["changed"] is True and first["snapshot_created"] is True and first["copied"] == 6
+    unchanged, _run = run_module("artifacts_backup", args)
+    assert unchanged["changed"] is False and unchanged["snapshot"] == first["snapshot"]
+    changed_file = os.path.join(src, "1", "run01", "artifacts", "f.txt")
+    with open(changed_file, "wb") as handle:
+        handle.write(b"new content")
+    second, _run = run_module("artifacts_backup", args)
+    assert second["snapshot_created"] is True and second["copied"] == 1 and second["linked"] == 5
+    a, b = first["snapshot"], second["snapshot"]
+    same = os.path.join("2", "run02", "artifacts", "f.txt")
+    assert os.stat(os.path.join(repo, a, same)).st_ino == os.stat(os.path.join(repo, b, same)).st_ino
+    diff = os.path.join("1", "run01", "artifacts", "f.txt")
+    assert os.stat(os.path.join(repo, a, diff)).st_ino != os.stat(os.path.join(repo, b, diff)).st_ino
+    assert os.path.isfile(os.path.join(repo, b, MANIFEST))
+    os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
+    third, _run = run_module("artifacts_backup", args)
+    assert third["snapshot_created"] is True
+    assert third["snapshots_removed"] == [a]
+    assert sorted(os.listdir(repo)) == sorted([b, third["snapshot"]])
+    # The snapshot still stands alone after its predecessor was removed.
+    with open(os.path.join(repo, b, diff), "rb") as handle:
+        assert handle.read() == b"new content"
+
+
+def test_s3_snapshot_is_content_addressed_and_restores(moto_s3, tmp_path):
+    src = str(tmp_path / "src")
+    make_tree(src, count=8)
+    bucket = moto_s3.create_bucket()
+    args = dict(s3_args(moto_s3), src=src, dest="s3://%s/snaps" % bucket, mode="snapshot")
+    first, _run = run_module("artifacts_backup", args)
+    assert first["copied"] == 8 and first["manifest"].endswith("/snapshots/%s.json" % first["snapshot"])
+    with open(os.path.join(src, "2", "run02", "artifacts", "f.txt"), "wb") as handle:
+        handle.write(b"changed")
+    time.sleep(1)
+    second, _run = run_module("artifacts_backup", args)
+    assert second["snapshot_created"] is True and second["copied"] == 1 and second["unchanged"] == 7
+    client = moto_s3.client()
+    assert len(keys_under(client, bucket, "snaps/blobs/")) == 9
+    assert len(keys_under(client, bucket, "snaps/snapshots/")) == 2
+    restored = str(tmp_path / "restored")
+    back, _run = run_module("artifacts_backup", dict(s3_args(moto_s3), src="s3://%s/snaps" % bucket,
+                                                     src_snapshot="latest", dest=restored))
+    assert back["_status"] == "ok" and back["copied"] == 8
+    for name in local_files(src):
+        with open(os.path.join(src, name), "rb") as a, open(os.path.join(restored, name), "rb") as b:
+            assert a.read() == b.read()
+
+
+class AuthMotoS3(MotoS3):
+    """A moto server that checks credentials (none are valid)."""
+
+    def start(self):
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+        self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], env=env)
+        from harness.services import http_get, wait_until
+        wait_until(lambda: http_get(self.endpoint_url + "/moto-api/")[0] == 200, 60, "moto server",
+                   self.process, self.log_path)
+        return self
+
+
+def assert_failed_cleanly(result, run, words, dest=None):
+    assert result["_status"] == "failed", run.stdout
+    assert words in result["msg"], result["msg"]
+    assert "Traceback" not in result.get("module_stderr", "") + result.get("msg", "")
+    if dest:
+        assert not os.path.exists(dest)
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(moto_s3, source_bucket, tmp_path):
+    dest = str(tmp_path / "never")
+    base = s3_args(moto_s3)
+    result, run = run_module("artifacts_backup", dict(base, src="s3://no-such-bucket-here/x", dest=dest))
+    assert_failed_cleanly(result, run, "bucket 'no-such-bucket-here' does not exist", dest)
+    local_src = str(tmp_path / "src")
+    make_tree(local_src, count=2)
+    result, run = run_module("artifacts_backup", dict(base, src=local_src, dest="s3://no-such-bucket-here/x"))
+    assert_failed_cleanly(result, run, "bucket 'no-such-bucket-here' does not exist")
+    inner = os.path.join(local_src, "backup")
+    result, run = run_module("artifacts_backup", {"src": local_src, "dest": inner})
+    assert_failed_cleanly(result, run, "lies inside src", inner)
+    result, run = run_module("artifacts_backup", dict(base, src="s3://%s/mlflow" % source_bucket,
+                                                      dest="s3://%s/mlflow/copy" % source_bucket))
+    assert_failed_cleanly(result, run, "lies inside src")
+    started = time.monotonic()
+    result, run = run_module("artifacts_backup", dict(base, endpoint_url=closed_port_url(), src="s3://b/x", dest=dest,
+                                                      connect_timeout=2, read_timeout=2, retries=1))
+    assert_failed_cleanly(result, run, "cannot reach the S3 endpoint", dest)
+    listener = SilentListener().start()
+    try:
+        result, run = run_module("artifacts_backup", dict(base, endpoint_url=listener.url, src="s3://b/x", dest=dest,
+                                                          connect_timeout=2, read_timeout=2, retries=0))
+    finally:
+        listener.stop()
+    assert_failed_cleanly(result, run, "did not answer within read_timeout", dest)
+    assert time.monotonic() - started < 45
+
+
+def test_wrong_credentials_fail_clearly_and_stay_secret(tmp_path):
+    server = AuthMotoS3().start()
+    try:
+        dest = str(tmp_path / "never")
+        result, run = run_module("artifacts_backup", {"src": "s3://any-bucket/mlflow", "dest": dest,
+                                                      "endpoint_url": server.endpoint_url, "region": "us-east-1",
+                                                      "aws_access_key": "AKIAWRONGKEY",
+                                                      "aws_secret_key": "wrong-secret-value-123"}, verbosity=3)
+    finally:
+        server.stop()
+    assert_failed_cleanly(result, run, "credentials were rejected", dest)
+    assert "wrong-secret-value-123" not in run.stdout + run.stderr
