@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 """Benchmark: the health playbook over a 20-host inventory, and server_info's own run time against
 a baseline that imports mlflow and uses MlflowClient.
@@ -59,7 +58,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    servers = [MlflowServer().start() for _ in range(args.servers)]
+    servers = [MlflowServer().start() for _index in range(args.servers)]
     workdir = tempfile.mkdtemp(prefix="mlflowops-bench-health-")
     try:
         inventory = os.path.join(workdir, "inventory.json")
@@ -74,7 +73,7 @@ def main():
         extra = {"health_thresholds": {"cpu_percent": 100, "memory_percent": 100, "disk_percent": 100,
                                        "latency_ms": 60000}}
         play_times = []
-        for _ in range(args.repeat):
+        for _round in range(args.repeat):
             run = run_playbook(playbook, inventory=inventory, extra_vars=extra, forks=args.forks)
             if run.rc != 0:
                 raise RuntimeError(run.stdout[-3000:])
@@ -90,7 +89,7 @@ def main():
         timed(module_argv, env)
         timed(baseline_argv)  # warm the page cache for both before measuring
         module_times, baseline_times = [], []
-        for _ in range(args.repeat):
+        for _round in range(args.repeat):
             elapsed, out = timed(module_argv, env)
             assert json.loads(out)["server"]["api_ok"], out
             module_times.append(elapsed)

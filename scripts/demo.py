@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 """The main job on an embedded default: a throwaway local MLflow on SQLite with sample runs,
 maintained by the collection's site playbook, and a summary of what was done.
@@ -52,7 +51,7 @@ def seed(server):
                  for start in datagen.spread_start_times(180, 120, now=now)]
         specs += [RunSpec(start_time=now - (3 + index) * DAY_MS, status="RUNNING", end_time=None)]
         specs += [RunSpec(start_time=now - 100 * DAY_MS, status="FAILED", lifecycle_stage="deleted",
-                          deleted_time=now - 40 * DAY_MS) for _ in range(20)]
+                          deleted_time=now - 40 * DAY_MS) for _index in range(20)]
         ids = datagen.add_runs(server.url, server.backend_store_uri, experiment_id, specs)
         datagen.write_artifacts(server.artifacts_destination, experiment_id, ids,
                                 {"model/model.pkl": os.urandom(2048), "metrics.json": b'{"auc": 0.91}'})
@@ -78,8 +77,8 @@ def print_summary(run, before, after):
     print("\n=== The store, before and after ===")
     for label, (rows, metrics, size) in (("before", before), ("after", after)):
         runs = ", ".join("%s/%s: %d" % row for row in rows)
-        print("  %-6s runs by stage/status: %s; metric rows: %d; file: %.1f MiB" % (label, runs, metrics,
-                                                                                  size / 1048576.0))
+        print("  %-6s runs by stage/status: %s; metric rows: %d; file: %.1f MiB"
+              % (label, runs, metrics, size / 1048576.0))
 
 
 def main():

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 """Start, stop or inspect a throwaway MLflow tracking server for Molecule, the demo and manual tests.
 
@@ -48,7 +47,7 @@ def stop(args):
         return
     try:
         os.killpg(state["pid"], signal.SIGTERM)
-        for _ in range(100):
+        for _attempt in range(100):
             os.killpg(state["pid"], 0)
             time.sleep(0.1)
         os.killpg(state["pid"], signal.SIGKILL)
