@@ -280,7 +280,7 @@ def optimize_sqlite(path, check_mode=False, min_free_ratio=0.1, min_free_bytes=0
 _TABLES_SQL = """
 SELECT t.table_name,
        COALESCE(s.n_live_tup, 0), COALESCE(s.n_dead_tup, 0),
-       pg_total_relation_size(format('%I.%I', t.table_schema, t.table_name)::regclass)
+       pg_total_relation_size(format('%%I.%%I', t.table_schema, t.table_name)::regclass)
   FROM information_schema.tables t
   LEFT JOIN pg_stat_user_tables s ON s.schemaname = t.table_schema AND s.relname = t.table_name
  WHERE t.table_schema = %s AND t.table_type = 'BASE TABLE'

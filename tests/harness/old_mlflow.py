@@ -62,5 +62,98 @@ def ensure_venv(version=OLD_VERSION, base_python=None, timeout=1800):
     return venv_python(version)
 
 
+def copy_venv(version, target):
+    """A private copy of the cached venv at ``target`` (tests upgrade it in place; the cache stays old).
+
+    The copy's console scripts (pip, mlflow) get their shebangs pointed at the copy's python.
+    """
+    source = venv_dir(version)
+    ensure_venv(version)
+    # Hard links: instant, and safe because pip replaces files (stash by rename, write new inodes)
+    # rather than rewriting them in place; the shebang rewrite below unlinks before writing.
+    subprocess.run(["cp", "-al", source, target], check=True)
+    old_prefix = ("#!" + source + "/bin/").encode()
+    new_prefix = ("#!" + target + "/bin/").encode()
+    bindir = os.path.join(target, "bin")
+    for name in os.listdir(bindir):
+        path = os.path.join(bindir, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if data.startswith(old_prefix):
+            os.unlink(path)
+            with open(path, "wb") as handle:
+                handle.write(new_prefix + data[len(old_prefix):])
+            os.chmod(path, 0o755)
+    return os.path.join(target, "bin", "python")
+
+
+# ---------------------------------------------------------------------------------------------
+# A stand-in for a service manager, driven by the upgrade role's command-based service step:
+#   python old_mlflow.py service start|stop --dir DIR --python PY --backend-store-uri URI --port P
+
+
+def _service(argv):
+    import argparse  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+    import signal  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    parser = argparse.ArgumentParser(prog="old_mlflow.py service")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--python")
+    parser.add_argument("--backend-store-uri")
+    parser.add_argument("--artifacts-destination")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--timeout", type=float, default=240)
+    args = parser.parse_args(argv)
+    pidfile = os.path.join(args.dir, "server.pid")
+    if args.action == "stop":
+        try:
+            with open(pidfile) as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            print(json.dumps(dict(stopped=False, reason="not running")))
+            return 0
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(150):
+                time.sleep(0.1)
+                os.killpg(pid, 0)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.remove(pidfile)
+        print(json.dumps(dict(stopped=True, pid=pid)))
+        return 0
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PYTHONPATH", None)
+    log = open(os.path.join(args.dir, "server.log"), "ab")  # pylint: disable=consider-using-with
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        [args.python, "-m", "mlflow", "server", "--backend-store-uri", args.backend_store_uri,
+         "--artifacts-destination", args.artifacts_destination, "--host", "127.0.0.1", "--port", str(args.port),
+         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        cwd=args.dir, start_new_session=True)
+    log.close()
+    with open(pidfile, "w") as handle:
+        handle.write(str(process.pid))
+    # Like systemctl start: return once the process runs; the role waits for health itself.
+    # A server that dies at once (for example on a schema it does not accept) is a failed start.
+    deadline = time.monotonic() + min(args.timeout, 3.0)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(json.dumps(dict(started=False, returncode=process.returncode)))
+            return 1
+        time.sleep(0.2)
+    print(json.dumps(dict(started=True, pid=process.pid)))
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "service":
+        sys.exit(_service(sys.argv[2:]))
     print(ensure_venv(sys.argv[1] if len(sys.argv) > 1 else OLD_VERSION))

@@ -1,0 +1,167 @@
+# -*- coding: utf-8 -*-
+"""The upgrade role against a real server: an MLflow 2.x store upgraded to the installed release.
+
+One server, one store, in sequence (each step starts from where the previous one left off, which
+is the point): the plan in check mode; a forced migration failure that must roll back to the old
+database, the old packages and a healthy old server; the real upgrade with the data intact; and an
+idempotent rerun that changes nothing and takes no backup.
+"""
+
+import glob
+import json
+import os
+import sqlite3
+import sys
+import time
+
+import pytest
+
+from harness import datagen
+from harness.old_mlflow import OLD_VERSION, copy_venv
+from harness.runner import REPO_ROOT, run_playbook
+from harness.services import api, free_port, http_get, wait_until
+
+NEW_VERSION = "3.17.2"
+SERVICE = os.path.join(REPO_ROOT, "tests", "harness", "old_mlflow.py")
+PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "upgrade.yml")
+
+
+def counts(db_path):
+    connection = sqlite3.connect(db_path)
+    try:
+        return dict((table, connection.execute("SELECT count(*) FROM %s" % table).fetchone()[0])
+                    for table in ("runs", "metrics", "latest_metrics", "params", "tags", "experiments"))
+    finally:
+        connection.close()
+
+
+def revision(db_path):
+    connection = sqlite3.connect(db_path)
+    try:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def server_version(url):
+    return http_get(url + "/version", timeout=5)[1].strip()
+
+
+class StandIn:
+    """The command-based service step, driving old_mlflow.py's pidfile service manager."""
+
+    def __init__(self, root, python, db_path):
+        self.root = root
+        self.python = python
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.backend_store_uri = "sqlite:///%s" % db_path
+        common = "%s %s service %%s --dir %s --python %s --backend-store-uri %s --artifacts-destination %s --port %d" % (
+            sys.executable, SERVICE, root, python, self.backend_store_uri, os.path.join(root, "artifacts"), self.port)
+        self.start_command = common % "start"
+        self.stop_command = common % "stop"
+
+    def start(self):
+        assert os.system(self.start_command + " >/dev/null") == 0
+        wait_until(lambda: http_get(self.url + "/health")[1].strip() == "OK", 240, "old mlflow server",
+                   log_path=os.path.join(self.root, "server.log"))
+
+    def stop(self):
+        os.system(self.stop_command + " >/dev/null")
+
+
+@pytest.fixture(scope="module")
+def old_server(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("upgrade"))
+    python = copy_venv(OLD_VERSION, os.path.join(root, "venv"))
+    db_path = os.path.join(root, "mlflow.db")
+    service = StandIn(root, python, db_path)
+    service.start()
+    try:
+        assert server_version(service.url) == OLD_VERSION
+        experiment = datagen.create_experiment(service.url, "upgrade-data")
+        datagen.add_runs(service.url, service.backend_store_uri, experiment,
+                         [datagen.RunSpec(metrics=5, steps=3, params=3, tags={"team": "a"}) for _ in range(300)])
+        service.experiment = experiment
+        yield service
+    finally:
+        service.stop()
+
+
+def play(service, check=False, **extra):
+    extra_vars = dict(
+        upgrade_mlflow_version=NEW_VERSION,
+        upgrade_venv=os.path.dirname(os.path.dirname(service.python)),
+        upgrade_backup_dir=os.path.join(service.root, "backups"),
+        upgrade_health_delay=1,
+        upgrade_health_retries=240,
+        mlflow_tracking_uri=service.url,
+        mlflow_backend_store_uri=service.backend_store_uri,
+        mlflow_service_manager="command",
+        mlflow_service_stop_command=service.stop_command,
+        mlflow_service_start_command=service.start_command,
+    )
+    extra_vars.update(extra)
+    return run_playbook(PLAYBOOK, extra_vars=extra_vars, check=check, timeout=1500)
+
+
+def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(old_server):
+    db_path = old_server.backend_store_uri[len("sqlite:///"):]
+    before = counts(db_path)
+    old_revision = revision(db_path)
+    assert before["runs"] == 300 and before["metrics"] == 300 * 5 * 3
+
+    # 1. Check mode: the plan, and nothing touched.
+    planned = play(old_server, check=True)
+    assert planned.rc == 0, planned.stdout[-3000:]
+    plan = planned.task("Pre-flight | plan")["result"]["msg"]
+    assert "%s -> %s" % (OLD_VERSION, NEW_VERSION) in plan and "migrate schema from %s" % old_revision in plan
+    assert not os.path.exists(os.path.join(old_server.root, "backups"))
+    assert server_version(old_server.url) == OLD_VERSION
+
+    # 2. A migration that fails halfway: a table that a later migration creates is already there.
+    #    (Planted after the backup, as damage would happen during a real failed migration.)
+    plant = "%s -c \"import sqlite3; c = sqlite3.connect('%s'); c.execute('CREATE TABLE logged_models (x INTEGER)'); c.commit()\"" % (
+        sys.executable, db_path)
+    failed = play(old_server, upgrade_inject_failure_command=plant)
+    assert failed.rc != 0, failed.stdout[-3000:]
+    summary = failed.task("Rollback | fail with a summary")["result"]["msg"]
+    assert "Migrate the schema" in summary and "logged_models" in summary, summary
+    assert "restored from" in summary and "reinstalled" in summary
+    assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
+    assert server_version(old_server.url) == OLD_VERSION
+    assert revision(db_path) == old_revision
+    assert counts(db_path) == before
+    tables = [row[0] for row in sqlite3.connect(db_path).execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert "logged_models" not in tables
+    runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
+    assert len(runs["runs"]) == 300
+
+    # 3. The real upgrade.
+    started = time.monotonic()
+    upgraded = play(old_server)
+    elapsed = time.monotonic() - started
+    assert upgraded.rc == 0, upgraded.stdout[-4000:]
+    assert server_version(old_server.url) == NEW_VERSION
+    assert counts(db_path) == before
+    migration = upgraded.task("Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
+    assert migration["changed"] is True and migration["at_head"] is True
+    assert revision(db_path) == migration["tracking"]["head_revision"] != old_revision
+    runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
+    assert len(runs["runs"]) == 300
+    assert len(runs["runs"][0]["data"]["params"]) == 3
+    summary = upgraded.task("Summary")["result"]["msg"]
+    assert "Downtime" in summary
+    backups = glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))
+    assert backups
+    print("upgrade run %.1fs: %s" % (elapsed, summary))
+
+    # 4. Idempotent: nothing changes, no new backup.
+    again = play(old_server)
+    assert again.rc == 0, again.stdout[-3000:]
+    assert "changed=0" in again.stdout
+    assert "nothing to do" in again.task("Pre-flight | plan")["result"]["msg"]
+    assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == sorted(backups)
+    assert server_version(old_server.url) == NEW_VERSION
+    with open(backups[0]) as handle:
+        assert json.load(handle)
