@@ -262,15 +262,13 @@ class GcStore:
     def stream_deleted_runs(self, cutoff=None, include_undated=False, experiment_ids=None, run_ids=None,
                             page_size=1000):
         """Yield ``(run_uuid, artifact_uri, experiment_id)`` of purgeable deleted runs, keyset-paged."""
-        for row in self._keyset([self._purgeable(cutoff, include_undated, experiment_ids, run_ids)], page_size):
-            yield row
+        yield from self._keyset([self._purgeable(cutoff, include_undated, experiment_ids, run_ids)], page_size)
 
     def stream_experiment_runs(self, experiment_id, cutoff=None, include_undated=False, page_size=1000):
         """Every run (any stage) of an experiment being purged, except those the run selection already took."""
         conditions = [self.runs.c.experiment_id == int(experiment_id),
                       sqlalchemy.not_(self._purgeable(cutoff, include_undated, [experiment_id]))]
-        for row in self._keyset(conditions, page_size):
-            yield row
+        yield from self._keyset(conditions, page_size)
 
     def _keyset(self, conditions, page_size):
         runs = self.runs
@@ -282,8 +280,7 @@ class GcStore:
             query = query.order_by(runs.c.run_uuid).limit(page_size)
             with self.engine.connect() as connection:
                 rows = [tuple(row) for row in connection.execute(query)]
-            for row in rows:
-                yield row
+            yield from rows
             if len(rows) < page_size:
                 return
             last = rows[-1][0]

@@ -153,7 +153,7 @@ class Plan:
 
 
 def plan_deletions(candidates, registered_run_ids, keep_tag, reap_candidates=(), cutoff=None,
-                   time_field="start_time", statuses=DEFAULT_STATUSES, reap_time=None):
+                   time_field="start_time", statuses=DELETABLE_STATUSES, reap_time=None):
     """Classify searched runs for ``state: deleted``.
 
     ``candidates``: runs matching the deletion filter; ``reap_candidates``: RUNNING runs past the

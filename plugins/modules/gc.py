@@ -27,7 +27,7 @@ description:
   - Runs whose deletion time is NULL (deleted before MLflow recorded it) are reported in RV(undated_runs)
     and purged only with O(include_undated=true).
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.backend_store
 options:
@@ -94,6 +94,7 @@ attributes:
     description: Lists what would be purged through the same selection; deletes nothing.
   diff_mode:
     support: none
+    description: Results list the affected run ids instead of a diff.
 requirements:
   - mlflow (on the host the module runs on)
   - sqlalchemy
@@ -236,6 +237,8 @@ def main():
             if params[option] < 1:
                 raise MaintenanceError("%s must be at least 1, got %d" % (option, params[option]))
         backend = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
+        if backend.password:
+            module.no_log_values.add(backend.password)
         if backend.is_sqlite and not os.path.exists(backend.path):
             raise MaintenanceError("backend store %s does not exist" % backend.redacted())
         store = GcStore(backend.sqlalchemy_url(), params["connect_timeout"])

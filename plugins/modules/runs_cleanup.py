@@ -28,7 +28,7 @@ description:
   - If the server goes away midway, the task fails and says how many runs were done and how many
     remain; running it again completes the job.
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.tracking
 options:
@@ -113,6 +113,7 @@ attributes:
     description: Selects through the same code path and reports counts and ids; changes nothing.
   diff_mode:
     support: none
+    description: Results list the affected run ids instead of a diff.
 notes:
   - A second identical invocation reports C(changed=false).
   - Runs deleted by this module stay restorable until M(mlflowops.maintenance.gc) purges them.
@@ -269,8 +270,7 @@ def experiment_ids_for(client, requested):
 def search_all(client, experiment_ids, filter_string, view_type):
     """Every run matching the filter, across experiments, in batches of experiments per search."""
     for offset in range(0, len(experiment_ids), 100):
-        for run in client.search_runs(experiment_ids[offset:offset + 100], filter_string, run_view_type=view_type):
-            yield run
+        yield from client.search_runs(experiment_ids[offset:offset + 100], filter_string, run_view_type=view_type)
 
 
 def is_server_gone(exc):
