@@ -204,7 +204,8 @@ def _write_backup(store, opts, path, fmt, compression, external, started, finger
     except OSError as exc:
         raise MaintenanceError(backups.os_error_message(exc, "writing backup %s failed" % path))
     finally:
-        for leftover in [partial, raw, backups.manifest_path_for(path) + backups.PARTIAL_SUFFIX] + scratch:
+        for leftover in [partial, raw, raw + "-journal", raw + "-wal", raw + "-shm",
+                         backups.manifest_path_for(path) + backups.PARTIAL_SUFFIX] + scratch:
             try:
                 backups.remove_path(leftover)
             except OSError:

@@ -99,6 +99,9 @@ def snapshot(source_path, target_path, busy_timeout=60):
         finally:
             target.close()
     except sqlite3.Error as exc:
+        if "disk is full" in str(exc):
+            raise MaintenanceError("SQLite snapshot of %s into %s failed: no space left on device (%s)" % (
+                source_path, os.path.dirname(target_path), exc))
         raise MaintenanceError("SQLite snapshot of %s failed: %s" % (source_path, exc))
     finally:
         source.close()

@@ -20,7 +20,7 @@ description:
     or a C(.partial) leftover). C(corrupt) means a valid manifest whose backup is missing or differs from it.
   - Read-only.
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 options:
   path:
     description:
@@ -42,6 +42,7 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to show.
 seealso:
   - module: mlflowops.maintenance.db_backup
   - module: mlflowops.maintenance.db_restore

@@ -31,7 +31,7 @@ description:
   - After a successful (or unchanged) run, O(retention) prunes complete backups, and incomplete leftovers older
     than O(incomplete_grace) are removed; both are reported.
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.backend_store
 options:
@@ -126,6 +126,7 @@ attributes:
     description: Computes the same plan (new backup or unchanged, what retention prunes) and writes nothing.
   diff_mode:
     support: none
+    description: The backup is a new file; there is no before and after of one file to show.
 requirements:
   - psycopg2 (PostgreSQL stores)
   - pg_dump, pg_restore and psql (PostgreSQL stores)
@@ -238,7 +239,11 @@ pruned:
   returned: always
   type: list
   elements: dict
-  sample: [{name: mlflow-sqlite-20251201T020000000000Z.db.zst, path: /var/backups/mlflow/..., created_at: "2025-12-01T02:00:00.000000Z", reason: not matched by any rule}]
+  sample:
+    - name: mlflow-sqlite-20251201T020000000000Z.db.zst
+      path: /var/backups/mlflow/mlflow-sqlite-20251201T020000000000Z.db.zst
+      created_at: "2025-12-01T02:00:00.000000Z"
+      reason: not matched by any rule
 kept:
   description: Complete backups kept, with the rules that keep each.
   returned: always
@@ -250,7 +255,10 @@ removed_incomplete:
   returned: always
   type: list
   elements: dict
-  sample: [{name: mlflow-sqlite-20251231T020000000000Z.db.partial, path: /var/backups/mlflow/..., reason: partial write}]
+  sample:
+    - name: mlflow-sqlite-20251231T020000000000Z.db.zst.partial
+      path: /var/backups/mlflow/mlflow-sqlite-20251231T020000000000Z.db.zst.partial
+      reason: partial write (interrupted or in progress)
 msg:
   description: What happened, in one line.
   returned: always

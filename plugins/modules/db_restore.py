@@ -25,7 +25,7 @@ description:
   - A target that already holds tables is only replaced with O(force=true).
   - Stop the tracking server first (the C(restore) role does).
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.backend_store
 options:
@@ -66,6 +66,7 @@ attributes:
     description: Validates the backup (manifest, checksum, engine) and the target, and restores nothing.
   diff_mode:
     support: none
+    description: A database restore has no meaningful text diff.
 requirements:
   - psycopg2, pg_restore and psql (PostgreSQL stores)
 notes:

@@ -30,7 +30,7 @@ def test_complete_incomplete_and_corrupt(tmp_path):
     directory = str(tmp_path)
     write_backup(directory)
     write_backup(directory, "mlflow-sqlite-20260102T020000000000Z.db", created="2026-01-02T02:00:00.000000Z")
-    missing, _ = write_backup(directory, "mlflow-sqlite-20260103T020000000000Z.db", created="2026-01-03T02:00:00.000000Z")
+    missing = write_backup(directory, "mlflow-sqlite-20260103T020000000000Z.db", created="2026-01-03T02:00:00.000000Z")[0]
     os.unlink(missing)
     (tmp_path / "mlflow-sqlite-20260104T020000000000Z.db").write_bytes(b"no manifest")
     (tmp_path / "mlflow-sqlite-20260105T020000000000Z.db.zst.partial").write_bytes(b"half")
