@@ -25,7 +25,7 @@ description:
     O(vacuum_margin_mb).
   - The database must exist; a missing SQLite file is an error and is never created.
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.backend_store
 options:
@@ -123,6 +123,7 @@ attributes:
     description: Measures and decides exactly as a real run and reports the plan; writes nothing.
   diff_mode:
     support: none
+    description: There is no before and after of one file to show.
 requirements:
   - psycopg2 (PostgreSQL only)
 notes:

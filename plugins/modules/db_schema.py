@@ -25,7 +25,7 @@ description:
   - Run it with the tracking server's virtualenv as C(ansible_python_interpreter), so that the
     MLflow it reads is the one the server runs.
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.backend_store
 options:
@@ -50,6 +50,7 @@ attributes:
     description: Lists the revisions that O(state=upgraded) would apply, without migrating.
   diff_mode:
     support: none
+    description: There is no before and after of one file to show.
 requirements:
   - mlflow (in the interpreter that runs the module)
   - psycopg2 (PostgreSQL only)
@@ -57,7 +58,7 @@ notes:
   - MLflow's migrations are not guaranteed to be transactional. Take a backup first
     (M(mlflowops.maintenance.db_backup)) and stop the tracking servers that use the database;
     the C(upgrade) role does both, and restores the backup when a migration fails.
-  - RV(changed) is true only when a migration ran.
+  - The task reports C(changed) only when a migration ran (or, in check mode, would run).
 seealso:
   - name: mlflow db upgrade
     description: MLflow's command for the same migration.

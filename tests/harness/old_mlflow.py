@@ -119,7 +119,7 @@ def _service(argv):
             return 0
         try:
             os.killpg(pid, signal.SIGTERM)
-            for _ in range(150):
+            for _i in range(150):
                 time.sleep(0.1)
                 os.killpg(pid, 0)
             os.killpg(pid, signal.SIGKILL)

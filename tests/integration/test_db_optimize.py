@@ -28,7 +28,7 @@ def sqlite_store():
     try:
         experiment = datagen.create_experiment(server.url, "optimize-sqlite")
         run_ids = datagen.add_runs(server.url, server.backend_store_uri, experiment,
-                                   [datagen.RunSpec(metrics=10, steps=5, params=5) for _ in range(RUNS)])
+                                   [datagen.RunSpec(metrics=10, steps=5, params=5) for _i in range(RUNS)])
         yield server, run_ids
     finally:
         server.stop()
@@ -109,7 +109,7 @@ def test_sqlite_too_little_space_on_a_small_filesystem(tmp_path):
         try:
             connection.execute("PRAGMA journal_mode = OFF")
             connection.execute("CREATE TABLE metrics (id INTEGER PRIMARY KEY, pad TEXT)")
-            connection.executemany("INSERT INTO metrics (pad) VALUES (?)", (("x" * 1000,) for _ in range(13000)))
+            connection.executemany("INSERT INTO metrics (pad) VALUES (?)", (("x" * 1000,) for _i in range(13000)))
             connection.commit()
             connection.execute("DELETE FROM metrics WHERE id > 6500")
             connection.commit()
@@ -132,7 +132,7 @@ def pg_store(postgres):
     try:
         experiment = datagen.create_experiment(server.url, "optimize-pg")
         run_ids = datagen.add_runs(server.url, uri, experiment,
-                                   [datagen.RunSpec(metrics=10, steps=5, params=3) for _ in range(300)])
+                                   [datagen.RunSpec(metrics=10, steps=5, params=3) for _i in range(300)])
         yield server, uri, run_ids
     finally:
         server.stop()

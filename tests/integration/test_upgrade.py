@@ -43,6 +43,14 @@ def revision(db_path):
         connection.close()
 
 
+def task(run, name):
+    """The last result of the role's task ``name`` (records carry the role prefix)."""
+    for record in reversed(run.records):
+        if record["task"] == name or record["task"].endswith(" : " + name):
+            return record
+    raise KeyError("no task %r in:\n%s" % (name, run.stdout[-4000:]))
+
+
 def server_version(url):
     return http_get(url + "/version", timeout=5)[1].strip()
 
@@ -81,7 +89,7 @@ def old_server(tmp_path_factory):
         assert server_version(service.url) == OLD_VERSION
         experiment = datagen.create_experiment(service.url, "upgrade-data")
         datagen.add_runs(service.url, service.backend_store_uri, experiment,
-                         [datagen.RunSpec(metrics=5, steps=3, params=3, tags={"team": "a"}) for _ in range(300)])
+                         [datagen.RunSpec(metrics=5, steps=3, params=3, tags={"team": "a"}) for _i in range(300)])
         service.experiment = experiment
         yield service
     finally:
@@ -114,7 +122,7 @@ def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(ol
     # 1. Check mode: the plan, and nothing touched.
     planned = play(old_server, check=True)
     assert planned.rc == 0, planned.stdout[-3000:]
-    plan = planned.task("Pre-flight | plan")["result"]["msg"]
+    plan = task(planned, "Pre-flight | plan")["result"]["msg"]
     assert "%s -> %s" % (OLD_VERSION, NEW_VERSION) in plan and "migrate schema from %s" % old_revision in plan
     assert not os.path.exists(os.path.join(old_server.root, "backups"))
     assert server_version(old_server.url) == OLD_VERSION
@@ -125,7 +133,7 @@ def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(ol
         sys.executable, db_path)
     failed = play(old_server, upgrade_inject_failure_command=plant)
     assert failed.rc != 0, failed.stdout[-3000:]
-    summary = failed.task("Rollback | fail with a summary")["result"]["msg"]
+    summary = task(failed, "Rollback | fail with a summary")["result"]["msg"]
     assert "Migrate the schema" in summary and "logged_models" in summary, summary
     assert "restored from" in summary and "reinstalled" in summary
     assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
@@ -144,13 +152,13 @@ def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(ol
     assert upgraded.rc == 0, upgraded.stdout[-4000:]
     assert server_version(old_server.url) == NEW_VERSION
     assert counts(db_path) == before
-    migration = upgraded.task("Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
+    migration = task(upgraded, "Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
     assert migration["changed"] is True and migration["at_head"] is True
     assert revision(db_path) == migration["tracking"]["head_revision"] != old_revision
     runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
     assert len(runs["runs"]) == 300
     assert len(runs["runs"][0]["data"]["params"]) == 3
-    summary = upgraded.task("Summary")["result"]["msg"]
+    summary = task(upgraded, "Summary")["result"]["msg"]
     assert "Downtime" in summary
     backups = glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))
     assert backups
@@ -160,7 +168,7 @@ def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(ol
     again = play(old_server)
     assert again.rc == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
-    assert "nothing to do" in again.task("Pre-flight | plan")["result"]["msg"]
+    assert "nothing to do" in task(again, "Pre-flight | plan")["result"]["msg"]
     assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == sorted(backups)
     assert server_version(old_server.url) == NEW_VERSION
     with open(backups[0]) as handle:
