@@ -24,7 +24,7 @@ author:
 options:
   path:
     description:
-      - Directory of backups (O(mlflowops.maintenance.db_backup#module:dest)).
+      - Directory of backups (O(mlflowops.maintenance.db_backup#module:dest)). A missing directory lists no backups.
     type: path
     required: true
   prefix:
@@ -125,6 +125,10 @@ counts:
   returned: always
   type: dict
   sample: {complete: 7, incomplete: 1, corrupt: 0}
+exists:
+  description: Whether the directory exists (a missing directory lists no backups).
+  returned: always
+  type: bool
 total_size_bytes:
   description: Sum of the complete backups' sizes.
   returned: always
@@ -145,8 +149,8 @@ def main():
         verify_checksums=dict(type="bool", default=False),
     ), supports_check_mode=True)
     params = module.params
-    if not os.path.isdir(params["path"]):
-        module.fail_json(msg="backup directory %s does not exist" % params["path"])
+    if os.path.exists(params["path"]) and not os.path.isdir(params["path"]):
+        module.fail_json(msg="%s is not a directory" % params["path"])
     try:
         items = backups.list_backups(params["path"], params["prefix"], verify_checksums=params["verify_checksums"])
     except OSError as exc:
@@ -157,7 +161,8 @@ def main():
         counts[item["status"]] += 1
     latest = next((item for item in listed if item["status"] == "complete"), None)
     total = sum(item["size_bytes"] or 0 for item in listed if item["status"] == "complete")
-    module.exit_json(changed=False, backups=listed, latest=latest, counts=counts, total_size_bytes=total)
+    module.exit_json(changed=False, exists=os.path.isdir(params["path"]), backups=listed, latest=latest, counts=counts,
+                     total_size_bytes=total)
 
 
 if __name__ == "__main__":

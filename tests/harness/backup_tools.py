@@ -52,8 +52,9 @@ class MetricWriter(threading.Thread):
 class CmdlineSampler(threading.Thread):
     """Samples every process's /proc/<pid>/cmdline; remembers the ones that contain ``needle`` or ``watch``."""
 
-    def __init__(self, needle, watch=("pg_dump", "pg_restore", "psql")):
+    def __init__(self, needle, watch=("pg_dump", "pg_restore", "psql"), exclude_pgids=()):
         super().__init__(daemon=True)
+        self.exclude_pgids = set(exclude_pgids)
         self.needle = needle.encode()
         self.watch = [w.encode() for w in watch]
         self.leaks = []
@@ -71,12 +72,19 @@ class CmdlineSampler(threading.Thread):
                         cmdline = handle.read()
                 except OSError:
                     continue
-                if self.needle in cmdline:
+                if self.needle in cmdline and not self._excluded(pid):
                     self.leaks.append(cmdline.replace(b"\0", b" ").decode("utf-8", "replace"))
                 for word in self.watch:
                     if word in cmdline.split(b"\0")[0]:
                         self.seen.add(word.decode())
             self.samples += 1
+
+    def _excluded(self, pid):
+        try:
+            with open("/proc/%s/stat" % pid) as handle:
+                return int(handle.read().rsplit(")", 1)[1].split()[2]) in self.exclude_pgids
+        except (OSError, ValueError, IndexError):
+            return False
 
     def stop(self):
         self._stop_event.set()
