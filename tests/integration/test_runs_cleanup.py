@@ -143,6 +143,18 @@ def test_reaping_then_undo_with_state_active(mlflow_sqlite):
     assert undo_again["changed"] is False and undo_again["restored"] == 0
 
 
+@pytest.fixture(scope="module")
+def bad_input_experiment(mlflow_sqlite):
+    """20 old runs (3 of them RUNNING) that every bad-input case must leave untouched."""
+    server = mlflow_sqlite
+    exp = datagen.create_experiment(server.url, unique("bad-input"))
+    now = datagen.now_ms()
+    datagen.add_runs(server.url, server.backend_store_uri, exp,
+                     [datagen.RunSpec(start_time=now - 40 * DAY, status="RUNNING" if i < 3 else "FINISHED")
+                      for i in range(20)])
+    return server, exp
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"older_than": "abc"}, "older_than: 'abc' is not a duration"),
     ({"older_than": "-5d"}, "cannot be negative"),
@@ -150,14 +162,9 @@ def test_reaping_then_undo_with_state_active(mlflow_sqlite):
     ({"experiments": ["no-such-experiment-%s" % uuid.uuid4().hex[:6]]}, "unknown experiment(s): no-such-experiment"),
     ({"max_delete": 10}, "more than max_delete=10; nothing was changed"),
 ])
-def test_bad_inputs_fail_before_anything_changes(mlflow_sqlite, overrides, message):
-    server = mlflow_sqlite
+def test_bad_inputs_fail_before_anything_changes(bad_input_experiment, overrides, message):
+    server, exp = bad_input_experiment
     reader = StoreReader(server)
-    exp = datagen.create_experiment(server.url, unique("bad-input"))
-    now = datagen.now_ms()
-    datagen.add_runs(server.url, server.backend_store_uri, exp,
-                     [datagen.RunSpec(start_time=now - 40 * DAY, status="RUNNING" if i < 3 else "FINISHED")
-                      for i in range(20)])
     args = dict({"tracking_uri": server.url, "experiments": [exp], "older_than": "30d", "reap_running_after": "1d"},
                 **overrides)
     result, _run = run_module("runs_cleanup", args)
@@ -182,7 +189,7 @@ def test_killed_server_gives_partial_progress_and_rerun_finishes(killable_server
     exp = datagen.create_experiment(server.url, unique("killed"))
     now = datagen.now_ms()
     ids = datagen.add_runs(server.url, server.backend_store_uri, exp,
-                           [datagen.RunSpec(start_time=now - 40 * DAY - i) for i in range(1000)])
+                           [datagen.RunSpec(start_time=now - 40 * DAY - i) for i in range(400)])
     count_sql = "SELECT count(*) FROM runs WHERE experiment_id = %s AND lifecycle_stage = 'deleted'" % exp
     killed_at = {}
 
@@ -190,7 +197,7 @@ def test_killed_server_gives_partial_progress_and_rerun_finishes(killable_server
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             done = reader.scalar(count_sql)
-            if done >= 100:
+            if done >= 60:
                 server.kill()
                 killed_at["count"] = done
                 return
@@ -207,13 +214,13 @@ def test_killed_server_gives_partial_progress_and_rerun_finishes(killable_server
     msg = result["msg"]
     assert "stopped answering midway" in msg and "Rerun the task" in msg, msg
     done_now = reader.scalar(count_sql)
-    assert "%d of 1000 runs deleted, %d remain" % (result["deleted"], 1000 - result["deleted"]) in msg
+    assert "%d of 400 runs deleted, %d remain" % (result["deleted"], 400 - result["deleted"]) in msg
     # Requests in flight when the server died may have committed without an answer.
     assert result["deleted"] <= done_now <= result["deleted"] + 2
-    assert result["remaining"] == 1000 - result["deleted"]
+    assert result["remaining"] == 400 - result["deleted"]
 
     server.start()
     rerun, _run = run_module("runs_cleanup", dict(args, concurrency=16, retries=3))
     assert rerun["_status"] == "ok", rerun.get("msg")
-    assert rerun["deleted"] == 1000 - done_now
+    assert rerun["deleted"] == 400 - done_now
     assert reader.scalar(count_sql) == len(ids)

@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+"""gc vs ``mlflow gc`` on the same kind of deleted runs, each with metrics and artifacts.
+
+One MLflow server (SQLite + local artifacts, or PostgreSQL + local artifacts). Each repetition:
+  A) bulk-inserts N deleted runs (deleted 10 days ago; 5 metrics x 20 steps, 3 params, tags) with 2
+     artifact files each in a fresh experiment, then purges them with mlflowops.maintenance.gc
+     through ansible-playbook (older_than: 1d, experiment_ids: [that experiment]);
+  B) the same again in another fresh experiment, purged with
+     ``mlflow gc --backend-store-uri ... --older-than 1d --tracking-uri <server>`` (which, unlike
+     the module, cannot be scoped to an experiment: nothing else is deleted on this server).
+Both are checked in the store (no rows left in runs/metrics/params/tags/latest_metrics) and on disk
+(no run directories left). Time is wall time; peak memory is the highest summed RSS of the process
+tree (ansible-playbook + module, or the mlflow gc process), polled every 50 ms with psutil, and the
+module process alone.
+
+    cd /work/main && .venv/bin/python bench/bench_gc.py --runs 10000 --reps 3
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from harness import datagen  # noqa: E402  pylint: disable=wrong-import-position
+from harness.lifecycle import StoreReader, in_list  # noqa: E402  pylint: disable=wrong-import-position
+from harness.runner import ansible_env, BIN_DIR  # noqa: E402  pylint: disable=wrong-import-position
+from harness.services import MlflowServer, PostgresCluster  # noqa: E402  pylint: disable=wrong-import-position
+
+FILES = {"model/model.pkl": b"m" * 4096, "metrics.json": b"{}" * 100}
+
+
+class TreeMemory:
+    """Peak summed RSS of a process and its descendants, and of the biggest single process."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid = pid
+        self.interval = interval
+        self.peak_tree = 0
+        self.peak_single = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root] + root.children(recursive=True)
+                sizes = []
+                for proc in procs:
+                    try:
+                        sizes.append(proc.memory_info().rss)
+                    except psutil.Error:
+                        pass
+                self.peak_tree = max(self.peak_tree, sum(sizes))
+                self.peak_single = max([self.peak_single] + sizes)
+            except psutil.Error:
+                pass
+            time.sleep(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join()
+
+
+def run_measured(argv, env, timeout=7200):
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory = TreeMemory(process.pid)
+    out, err = process.communicate(timeout=timeout)
+    wall = time.monotonic() - started
+    memory.stop()
+    if process.returncode != 0:
+        raise RuntimeError("%s failed (%s):\n%s\n%s" % (argv[0], process.returncode, out[-3000:], err[-3000:]))
+    return wall, memory, out
+
+
+def make_deleted_runs(server, runs):
+    exp = datagen.create_experiment(server.url, "gc-bench-%s" % uuid.uuid4().hex[:8])
+    now = datagen.now_ms()
+    ids = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec(
+        start_time=now - 40 * datagen.DAY_MS, lifecycle_stage="deleted", deleted_time=now - 10 * datagen.DAY_MS,
+        metrics=5, steps=20, params=3) for _ in range(runs)])
+    datagen.write_artifacts(server.artifacts_destination, exp, ids, FILES)
+    return exp, ids
+
+
+def check_purged(server, reader, exp, ids):
+    sample = ids[:: max(1, len(ids) // 500)]
+    for table in ("runs", "metrics", "latest_metrics", "params", "tags"):
+        left = reader.scalar("SELECT count(*) FROM %s WHERE run_uuid IN %s" % (table, in_list(sample)))
+        assert left == 0, "%s rows left in %s" % (left, table)
+    assert reader.scalar("SELECT count(*) FROM runs WHERE experiment_id = %s" % exp) == 0
+    exp_dir = os.path.join(server.artifacts_destination, str(exp))
+    leftover = [run_id for run_id in sample
+                if os.path.exists(os.path.join(exp_dir, run_id, "artifacts"))]
+    assert not leftover, "%d artifact directories left" % len(leftover)
+
+
+def bench_module(server, reader, runs, concurrency):
+    exp, ids = make_deleted_runs(server, runs)
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": "gc", "mlflowops.maintenance.gc": {
+        "backend_store_uri": server.backend_store_uri, "artifacts_destination": server.artifacts_destination,
+        "older_than": "1d", "experiment_ids": [exp], "concurrency": concurrency, "run_ids_limit": 0}}]}]
+    path = "/tmp/mlflowops-bench-gc-%s.json" % uuid.uuid4().hex[:8]
+    with open(path, "w") as handle:
+        json.dump(play, handle)
+    try:
+        argv = [os.path.join(BIN_DIR, "ansible-playbook"), "-i", "localhost,", "-c", "local", path,
+                "-e", "ansible_python_interpreter=%s" % sys.executable]
+        wall, memory, out = run_measured(argv, ansible_env())
+    finally:
+        os.unlink(path)
+    assert "failed=0" in out, out[-2000:]
+    check_purged(server, reader, exp, ids)
+    return wall, memory
+
+
+def bench_mlflow_gc(server, reader, runs):
+    exp, ids = make_deleted_runs(server, runs)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=server.url)
+    argv = [os.path.join(BIN_DIR, "mlflow"), "gc", "--backend-store-uri", server.backend_store_uri,
+            "--older-than", "1d", "--tracking-uri", server.url]
+    wall, memory, _out = run_measured(argv, env)
+    check_purged(server, reader, exp, ids)
+    return wall, memory
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    figures = {}
+    mib = 1024.0 * 1024.0
+    for backend in args.backends.split(","):
+        cluster = None
+        if backend == "postgresql":
+            cluster = PostgresCluster().start()
+            server = MlflowServer(backend_store_uri=cluster.create_database("mlflow_bench")).start()
+        else:
+            server = MlflowServer().start()
+        reader = StoreReader(server, cluster, "mlflow_bench")
+        rows = []
+        try:
+            for rep in range(args.reps):
+                module_wall, module_mem = bench_module(server, reader, args.runs, args.concurrency)
+                gc_wall, gc_mem = bench_mlflow_gc(server, reader, args.runs)
+                rows.append(dict(module_wall=module_wall, module_tree_mib=module_mem.peak_tree / mib,
+                                 module_single_mib=module_mem.peak_single / mib, mlflow_gc_wall=gc_wall,
+                                 mlflow_gc_tree_mib=gc_mem.peak_tree / mib))
+                print("%s rep %d: gc module %.1fs, peak %.0f MiB tree (%.0f MiB largest process) | mlflow gc %.1fs, "
+                      "peak %.0f MiB" % (backend, rep + 1, module_wall, rows[-1]["module_tree_mib"],
+                                         rows[-1]["module_single_mib"], gc_wall, rows[-1]["mlflow_gc_tree_mib"]),
+                      flush=True)
+        finally:
+            server.stop()
+            if cluster:
+                cluster.stop()
+        med = dict((key, statistics.median(row[key] for row in rows)) for key in rows[0])
+        med["speedup"] = med["mlflow_gc_wall"] / med["module_wall"]
+        figures[backend] = dict(median=med, reps=rows, runs=args.runs)
+        print("%s median of %d (%d runs): gc module %.1fs / %.0f MiB, mlflow gc %.1fs / %.0f MiB: %.1fx faster"
+              % (backend, len(rows), args.runs, med["module_wall"], med["module_tree_mib"], med["mlflow_gc_wall"],
+                 med["mlflow_gc_tree_mib"], med["speedup"]), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
