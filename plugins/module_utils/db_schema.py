@@ -14,13 +14,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import json
 import os
 import sqlite3
+import subprocess
 import sys
 
 from ansible.module_utils.six.moves.urllib.parse import quote
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import parse_backend_store_uri
 
 TRACKING = "tracking"
 AUTH = "auth"
@@ -251,3 +254,86 @@ def upgrade(store, kind, connect_timeout=10):
     finally:
         engine.dispose()
     return watch.elapsed()
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole operation, in this interpreter or in the tracking server's
+
+
+def run_schema(params, check_mode):
+    """Report (and with state=upgraded, migrate) the tracking and optional auth databases."""
+    stores = {TRACKING: parse_backend_store_uri(params["backend_store_uri"], params.get("db_password"))}
+    if params.get("auth_database_uri"):
+        stores[AUTH] = parse_backend_store_uri(params["auth_database_uri"], params.get("auth_db_password"))
+    timeout = params.get("connect_timeout") or 10
+    graphs = dict((kind, revision_graph(kind)) for kind in stores)
+    before = dict((kind, inspect_schema(store, kind, timeout, graphs[kind])) for kind, store in stores.items())
+    behind = [kind for kind in (TRACKING, AUTH) if kind in before and before[kind]["pending"]]
+    after = dict(before)
+    seconds = {}
+    if params["state"] == "upgraded" and not check_mode:
+        for kind in behind:
+            seconds[kind] = upgrade(stores[kind], kind, timeout)
+            after[kind] = inspect_schema(stores[kind], kind, timeout, graphs[kind])
+            if after[kind]["pending"]:
+                raise MaintenanceError("the %s migration finished but %s is still behind: %s" % (
+                    kind, stores[kind].redacted(), ", ".join(after[kind]["pending"])), before=before, after=after)
+    migrating = params["state"] == "upgraded" and bool(behind)
+    return dict(
+        changed=migrating,
+        mlflow_version=mlflow_version(),
+        python=sys.executable,
+        tracking=after[TRACKING],
+        auth=after.get(AUTH),
+        before=before,
+        migrated=behind if migrating else [],
+        at_head=all(status["at_head"] for status in after.values()),
+        migration_seconds=seconds,
+        store=stores[TRACKING].to_result(),
+    )
+
+
+_RESULT_MARK = "\n@@mlflowops-db-schema-result@@"
+_CHILD = ("from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_schema import child_main; "
+          "child_main()")
+
+
+def child_main():
+    """Entry point in the server's interpreter: request on stdin, result after a marker on stdout."""
+    request = json.loads(sys.stdin.read())
+    try:
+        with _stdout_to_stderr():
+            answer = dict(result=run_schema(request["params"], request["check_mode"]))
+    except MaintenanceError as exc:
+        answer = dict(error=exc.msg, details=exc.details)
+    except Exception as exc:  # pylint: disable=broad-except
+        answer = dict(error="%s: %s" % (exc.__class__.__name__, _first_line(exc)), details={})
+    sys.stdout.write(_RESULT_MARK + json.dumps(answer, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def run_in_interpreter(python, params, check_mode, timeout=3600):
+    """run_schema in another Python (the tracking server's virtualenv), so its MLflow decides.
+
+    The collection's and ansible's module_utils reach the child through PYTHONPATH (this process's
+    path, which holds the module's payload); the parameters, password included, go through stdin.
+    """
+    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+        raise MaintenanceError("python %s is not an executable file; point it at the tracking server's "
+                               "virtualenv (for example /srv/mlflow/venv/bin/python)" % python)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    env.pop("PYTHONHOME", None)
+    try:
+        completed = subprocess.run([python, "-c", _CHILD], input=json.dumps(dict(params=params, check_mode=check_mode)),
+                                   capture_output=True, text=True, timeout=timeout, env=env, cwd="/", check=False)
+    except subprocess.TimeoutExpired:
+        raise MaintenanceError("db_schema in %s did not finish within %ss" % (python, timeout))
+    if _RESULT_MARK not in completed.stdout:
+        tail = (completed.stderr or completed.stdout or "").strip().splitlines()[-5:]
+        raise MaintenanceError("db_schema could not run in %s (exit %s): %s" % (python, completed.returncode,
+                                                                               " | ".join(tail)))
+    answer = json.loads(completed.stdout.rsplit(_RESULT_MARK, 1)[1])
+    if "error" in answer:
+        raise MaintenanceError(answer["error"], **(answer.get("details") or {}))
+    return answer["result"]

@@ -22,8 +22,8 @@ description:
     no password reaches a command line).
   - Refuses with a clear message when a database's revision is unknown to the installed MLflow,
     that is when the database is newer than the code.
-  - Run it with the tracking server's virtualenv as C(ansible_python_interpreter), so that the
-    MLflow it reads is the one the server runs.
+  - Set O(python) to the tracking server's virtualenv (or run the module with it as
+    C(ansible_python_interpreter)), so that the MLflow it reads is the one the server runs.
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
@@ -44,6 +44,12 @@ options:
     description:
       - PostgreSQL password of O(auth_database_uri); overrides one inside it.
     type: str
+  python:
+    description:
+      - The Python interpreter of the tracking server's virtualenv, for example C(/srv/mlflow/venv/bin/python).
+        Its MLflow's migrations are read and run (in a child process that gets the parameters on stdin).
+      - By default the interpreter that runs the module.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -80,8 +86,7 @@ EXAMPLES = r"""
     auth_database_uri: postgresql://mlflow@db.example.com/mlflow_auth
     auth_db_password: "{{ mlflow_db_password }}"
     state: upgraded
-  vars:
-    ansible_python_interpreter: /srv/mlflow/venv/bin/python
+    python: /srv/mlflow/venv/bin/python
 """
 
 RETURN = r"""
@@ -136,6 +141,11 @@ at_head:
   returned: always
   type: bool
   sample: true
+python:
+  description: The interpreter whose MLflow was used.
+  returned: always
+  type: str
+  sample: /srv/mlflow/venv/bin/python
 migration_seconds:
   description: Seconds each migration took.
   returned: always
@@ -147,53 +157,17 @@ store:
   type: dict
 """
 
+import os
+import sys
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_schema import (
-    AUTH,
-    TRACKING,
-    inspect_schema,
-    mlflow_version,
-    revision_graph,
-    upgrade,
+    run_in_interpreter,
+    run_schema,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
-    backend_store_argument_spec,
-    parse_backend_store_uri,
-)
-
-
-def run(module):
-    params = module.params
-    stores = {TRACKING: parse_backend_store_uri(params["backend_store_uri"], params["db_password"])}
-    if params["auth_database_uri"]:
-        stores[AUTH] = parse_backend_store_uri(params["auth_database_uri"], params["auth_db_password"])
-    graphs = dict((kind, revision_graph(kind)) for kind in stores)
-    before = dict((kind, inspect_schema(store, kind, params["connect_timeout"], graphs[kind]))
-                  for kind, store in stores.items())
-    behind = [kind for kind in (TRACKING, AUTH) if kind in before and before[kind]["pending"]]
-    after = dict(before)
-    seconds = {}
-    if params["state"] == "upgraded" and not module.check_mode:
-        for kind in behind:
-            seconds[kind] = upgrade(stores[kind], kind, params["connect_timeout"])
-            after[kind] = inspect_schema(stores[kind], kind, params["connect_timeout"], graphs[kind])
-            if after[kind]["pending"]:
-                raise MaintenanceError("the %s migration finished but %s is still behind: %s" % (
-                    kind, stores[kind].redacted(), ", ".join(after[kind]["pending"])), before=before, after=after)
-    migrating = params["state"] == "upgraded" and bool(behind)
-    return dict(
-        changed=migrating,
-        mlflow_version=mlflow_version(),
-        tracking=after[TRACKING],
-        auth=after.get(AUTH),
-        before=before,
-        migrated=behind if migrating else [],
-        at_head=all(status["at_head"] for status in after.values()),
-        migration_seconds=seconds,
-        store=stores[TRACKING].to_result(),
-    )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_argument_spec
 
 
 def main():
@@ -202,10 +176,17 @@ def main():
         state=dict(type="str", default="current", choices=["current", "upgraded"]),
         auth_database_uri=dict(type="str"),
         auth_db_password=dict(type="str", no_log=True),
+        python=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = dict(module.params)
+    python = params.pop("python")
     try:
-        result = run(module)
+        # A venv's python is a symlink to the base interpreter: compare the paths, not their targets.
+        if python and os.path.normpath(os.path.abspath(python)) != os.path.normpath(sys.executable):
+            result = run_in_interpreter(python, params, module.check_mode)
+        else:
+            result = run_schema(params, module.check_mode)
     except MaintenanceError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
     module.exit_json(**result)

@@ -66,6 +66,11 @@ def test_current_reports_pending_and_changes_nothing(old_copy):
     assert tracking["pending"][-1] == tracking["head_revision"]
     assert result["mlflow_version"] == "3.17.2"
     assert result["auth"] is None and result["at_head"] is False
+    # The same database through the old MLflow's interpreter: at its head, nothing pending.
+    old, _run = run_module("db_schema", {"backend_store_uri": "sqlite:///%s" % db, "python": ensure_venv()})
+    assert old["_status"] == "ok", old
+    assert old["mlflow_version"] == OLD_VERSION
+    assert old["tracking"]["at_head"] is True and old["tracking"]["pending"] == []
     assert digest(db) == before
 
 
