@@ -19,6 +19,7 @@ import errno
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import stat
@@ -72,6 +73,46 @@ class Entry(object):
 # ---------------------------------------------------------------- pure decisions
 
 
+class _Done(object):
+    pass
+
+
+def prefetch(iterable, size=5000):
+    """Iterate ``iterable`` in a background thread, at most ``size`` items ahead (both sides list at once)."""
+    items = queue.Queue(maxsize=size)
+    done = _Done()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # pylint: disable=broad-except
+            items.put(exc)
+
+    worker = threading.Thread(target=produce, name="mlflowops-listing")
+    worker.daemon = True
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def merge_listings(source, dest):
     """Join two key-sorted Entry streams: yields ``(key, source_entry_or_None, dest_entry_or_None)``.
 
@@ -86,7 +127,7 @@ def merge_listings(source, dest):
             last = current
             yield current, entry
 
-    src_iter, dst_iter = checked(source, "source"), checked(dest, "destination")
+    src_iter, dst_iter = checked(prefetch(source), "source"), checked(prefetch(dest), "destination")
     src, dst = next(src_iter, None), next(dst_iter, None)
     while src is not None or dst is not None:
         if dst is None or (src is not None and src[0] < dst[0]):

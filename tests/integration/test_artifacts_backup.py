@@ -5,13 +5,14 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 
 import pytest
 
 from harness import datagen
-from harness.runner import run_module
+from harness.runner import run_module, run_playbook
 from harness.services import MotoS3, SilentListener, closed_port_url
 
 OBJECTS = 2500
@@ -59,11 +60,48 @@ def source_bucket(moto_s3):
     return bucket
 
 
+def play(*tasks, **kwargs):
+    """Run several artifacts_backup tasks in one ansible-playbook (start-up paid once).
+
+    Each task is ``(name, args)`` or ``(name, args, {"check_mode": True})``; failures do not stop the play.
+    Returns ({name: result}, run).
+    """
+    body = []
+    for task in tasks:
+        name, args = task[0], task[1]
+        entry = {"name": name, "mlflowops.maintenance.artifacts_backup": args, "ignore_errors": True}
+        entry.update(task[2] if len(task) > 2 else {})
+        body.append(entry)
+    plays = [{"hosts": "localhost", "gather_facts": False, "tasks": body}]
+    with tempfile.NamedTemporaryFile("w", prefix="mlflowops-play-", suffix=".json", delete=False) as handle:
+        json.dump(plays, handle)
+    try:
+        run = run_playbook(handle.name, **kwargs)
+    finally:
+        os.unlink(handle.name)
+    results = {}
+    for task in tasks:
+        record = run.task(task[0])
+        results[task[0]] = dict(record["result"], _status=record["status"])
+    return results, run
+
+
+@pytest.fixture(scope="module")
+def small_bucket(moto_s3):
+    client = moto_s3.client()
+    bucket = moto_s3.create_bucket()
+    run_ids = [uuid.uuid4().hex for _ in range(10)]
+    files = dict(("f%d.txt" % index, ("small %d " % index).encode() * 10) for index in range(4))
+    datagen.write_artifacts("s3://%s/mlflow" % bucket, "3", run_ids, files, s3_client=client)
+    return bucket
+
+
 def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_bucket):
     client = moto_s3.client()
     dest_bucket = moto_s3.create_bucket()
     args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket, dest="s3://%s/backup" % dest_bucket)
-    first, run = run_module("artifacts_backup", args)
+    results, run = play(("first", args), ("second", args))
+    first, second = results["first"], results["second"]
     assert first["_status"] == "ok", run.stdout
     assert first["changed"] is True
     assert first["copied"] == OBJECTS
@@ -72,17 +110,17 @@ def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_b
     assert len(copied) == OBJECTS
     source = sorted(key[len("mlflow/"):] for key in keys_under(client, source_bucket, "mlflow/"))
     assert sorted(key[len("backup/"):] for key in copied) == source
-    second, _run = run_module("artifacts_backup", args)
     assert second["_status"] == "ok"
     assert second["changed"] is False
     assert second["copied"] == 0 and second["bytes_copied"] == 0
     assert second["unchanged"] == OBJECTS
 
 
-def test_s3_to_local_complete_idempotent_checksum_and_verify(moto_s3, source_bucket, tmp_path):
+def test_s3_to_local_copies_every_object_and_rerun_copies_nothing(moto_s3, source_bucket, tmp_path):
     dest = str(tmp_path / "mirror")
     args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket, dest=dest)
-    first, run = run_module("artifacts_backup", args)
+    results, run = play(("first", args), ("second", args))
+    first, second = results["first"], results["second"]
     assert first["_status"] == "ok", run.stdout
     assert first["copied"] == OBJECTS
     files = [name for name in local_files(dest) if name != MANIFEST]
@@ -90,14 +128,22 @@ def test_s3_to_local_complete_idempotent_checksum_and_verify(moto_s3, source_buc
     with open(os.path.join(dest, MANIFEST)) as handle:
         manifest = json.load(handle)
     assert manifest["file_count"] == OBJECTS
-    sample = files[17]
-    with open(os.path.join(dest, sample), "rb") as handle:
-        assert manifest["files"][sample]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    for sample in (files[0], files[17]):
+        with open(os.path.join(dest, sample), "rb") as handle:
+            assert manifest["files"][sample]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    assert second["_status"] == "ok"
+    assert second["changed"] is False and second["copied"] == 0 and second["bytes_copied"] == 0
 
-    second, _run = run_module("artifacts_backup", args)
-    assert second["changed"] is False and second["copied"] == 0
+
+def test_checksum_catches_same_size_change_and_verify_reports_removed(moto_s3, small_bucket, tmp_path):
+    dest = str(tmp_path / "mirror")
+    args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % small_bucket, dest=dest)
+    results, run = play(("first", args))
+    assert results["first"]["copied"] == 40, run.stdout
+    files = [name for name in local_files(dest) if name != MANIFEST]
 
     # A same-size change behind the backup's back, mtime restored: only content comparison sees it.
+    sample = files[17]
     victim = os.path.join(dest, sample)
     info = os.stat(victim)
     with open(victim, "rb") as handle:
@@ -105,50 +151,55 @@ def test_s3_to_local_complete_idempotent_checksum_and_verify(moto_s3, source_buc
     with open(victim, "wb") as handle:
         handle.write(b"X" * len(original))
     os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
-    default, _run = run_module("artifacts_backup", args)
-    assert default["changed"] is False
-    checksum, _run = run_module("artifacts_backup", dict(args, compare="checksum"))
+    results, run = play(("default", args), ("checksum", dict(args, compare="checksum")))
+    assert results["default"]["changed"] is False, run.stdout
+    checksum = results["checksum"]
     assert checksum["changed"] is True
     assert checksum["copied"] == 1 and checksum["copied_keys"] == [sample]
     with open(victim, "rb") as handle:
         assert handle.read() == original
 
     # An object removed from the backup is reported by verification, which writes nothing.
-    gone = files[1000]
+    gone = files[30]
     os.unlink(os.path.join(dest, gone))
-    verify, _run = run_module("artifacts_backup", dict(args, mode="verify"))
-    assert verify["_status"] == "ok"
-    assert verify["changed"] is False
-    assert verify["verified"] is False
-    assert verify["missing"] == [gone]
-    assert verify["counts"] == {"missing": 1, "different": 0, "extraneous": 0}
-    assert not os.path.exists(os.path.join(dest, gone))
-
-    # Check mode predicts the one copy and writes nothing.
     before = os.stat(os.path.join(dest, MANIFEST)).st_mtime_ns
-    predicted, _run = run_module("artifacts_backup", args, check=True)
+    results, run = play(("verify", dict(args, mode="verify")),
+                        ("verify content", dict(args, mode="verify", compare="checksum")),
+                        ("predict", args, {"check_mode": True}))
+    for name in ("verify", "verify content"):
+        verify = results[name]
+        assert verify["_status"] == "ok", run.stdout
+        assert verify["changed"] is False
+        assert verify["verified"] is False
+        assert verify["missing"] == [gone]
+        assert verify["counts"] == {"missing": 1, "different": 0, "extraneous": 0}
+    predicted = results["predict"]
     assert predicted["changed"] is True and predicted["copied"] == 1
     assert not os.path.exists(os.path.join(dest, gone))
     assert os.stat(os.path.join(dest, MANIFEST)).st_mtime_ns == before
-    repaired, _run = run_module("artifacts_backup", args)
-    assert repaired["copied"] == 1 and os.path.exists(os.path.join(dest, gone))
 
 
-def test_check_mode_writes_nothing(moto_s3, source_bucket, tmp_path):
+def test_check_mode_writes_nothing(moto_s3, small_bucket, tmp_path):
     client = moto_s3.client()
     dest_bucket = moto_s3.create_bucket()
     local = str(tmp_path / "never")
-    to_s3, _run = run_module("artifacts_backup", dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket,
-                                                       dest="s3://%s/b" % dest_bucket), check=True)
-    to_local, _run = run_module("artifacts_backup", dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket,
-                                                          dest=local), check=True)
-    for result in (to_s3, to_local):
-        assert result["_status"] == "ok"
+    src = "s3://%s/mlflow" % small_bucket
+    check = {"check_mode": True}
+    results, run = play(("to s3", dict(s3_args(moto_s3), src=src, dest="s3://%s/b" % dest_bucket), check),
+                        ("to local", dict(s3_args(moto_s3), src=src, dest=local), check),
+                        ("snapshot", dict(s3_args(moto_s3), src=src, dest=local + "-snap", mode="snapshot"), check),
+                        ("s3 snapshot", dict(s3_args(moto_s3), src=src, dest="s3://%s/s" % dest_bucket,
+                                             mode="snapshot"), check))
+    for result in results.values():
+        assert result["_status"] == "ok", run.stdout
         assert result["changed"] is True
-        assert result["copied"] == OBJECTS
-        assert result["bytes_copied"] > BIG
+        assert result["bytes_copied"] > 0
+    for name in ("to s3", "to local", "snapshot"):
+        assert results[name]["copied"] == 40
+    # Content-addressed by ETag: the 40 objects hold 4 distinct contents.
+    assert results["s3 snapshot"]["copied"] == 4 and results["s3 snapshot"]["unchanged"] == 36
     assert keys_under(client, dest_bucket, "") == []
-    assert not os.path.exists(local)
+    assert not os.path.exists(local) and not os.path.exists(local + "-snap")
 
 
 def make_tree(root, count=20, size=100):
@@ -163,30 +214,28 @@ def test_local_to_local_and_local_to_s3_mirror_with_deletion(moto_s3, tmp_path):
     src = str(tmp_path / "src")
     make_tree(src)
     dest = str(tmp_path / "dest")
-    first, _run = run_module("artifacts_backup", {"src": src, "dest": dest})
-    assert first["copied"] == 20 and first["changed"] is True
+    args = {"src": src, "dest": dest}
+    results, run = play(("first", args), ("again", args))
+    assert results["first"]["copied"] == 20 and results["first"]["changed"] is True, run.stdout
     assert [f for f in local_files(dest) if f != MANIFEST] == local_files(src)
-    again, _run = run_module("artifacts_backup", {"src": src, "dest": dest})
-    assert again["changed"] is False and again["copied"] == 0
-    os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
-    kept, _run = run_module("artifacts_backup", {"src": src, "dest": dest})
-    assert kept["deleted"] == 0 and kept["extraneous"] == ["0/run00/artifacts/f.txt"]
-    pruned, _run = run_module("artifacts_backup", {"src": src, "dest": dest, "delete_extraneous": True})
-    assert pruned["deleted"] == 1 and not os.path.exists(os.path.join(dest, "0", "run00"))
+    assert results["again"]["changed"] is False and results["again"]["copied"] == 0
 
+    os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
     bucket = moto_s3.create_bucket()
-    args = dict(s3_args(moto_s3), src=src, dest="s3://%s/up" % bucket)
-    up, _run = run_module("artifacts_backup", args)
-    assert up["copied"] == 19
+    up_args = dict(s3_args(moto_s3), src=src, dest="s3://%s/up" % bucket)
+    results, run = play(("kept", args), ("pruned", dict(args, delete_extraneous=True)), ("up", up_args),
+                        ("up again", up_args))
+    assert results["kept"]["deleted"] == 0 and results["kept"]["extraneous"] == ["0/run00/artifacts/f.txt"], run.stdout
+    assert results["pruned"]["deleted"] == 1 and not os.path.exists(os.path.join(dest, "0", "run00"))
+    assert results["up"]["copied"] == 19
     meta = moto_s3.client().head_object(Bucket=bucket, Key="up/1/run01/artifacts/f.txt")["Metadata"]
     with open(os.path.join(src, "1", "run01", "artifacts", "f.txt"), "rb") as handle:
         assert meta["sha256"] == hashlib.sha256(handle.read()).hexdigest()
-    up_again, _run = run_module("artifacts_backup", args)
-    assert up_again["changed"] is False and up_again["copied"] == 0
+    assert results["up again"]["changed"] is False and results["up again"]["copied"] == 0
     # A touched but identical file is settled by its ETag, not re-uploaded.
     os.utime(os.path.join(src, "1", "run01", "artifacts", "f.txt"), (time.time() + 60, time.time() + 60))
-    touched, _run = run_module("artifacts_backup", args)
-    assert touched["changed"] is False
+    results, run = play(("touched", up_args))
+    assert results["touched"]["changed"] is False, run.stdout
 
 
 def test_local_snapshots_share_inodes_and_retention(tmp_path):
@@ -194,15 +243,16 @@ def test_local_snapshots_share_inodes_and_retention(tmp_path):
     make_tree(src, count=6)
     repo = str(tmp_path / "snapshots")
     args = {"src": src, "dest": repo, "mode": "snapshot", "keep_last": 2}
-    first, _run = run_module("artifacts_backup", args)
-    assert first["changed"] is True and first["snapshot_created"] is True and first["copied"] == 6
-    unchanged, _run = run_module("artifacts_backup", args)
+    results, run = play(("first", args), ("unchanged", args))
+    first, unchanged = results["first"], results["unchanged"]
+    assert first["changed"] is True and first["snapshot_created"] is True and first["copied"] == 6, run.stdout
     assert unchanged["changed"] is False and unchanged["snapshot"] == first["snapshot"]
     changed_file = os.path.join(src, "1", "run01", "artifacts", "f.txt")
     with open(changed_file, "wb") as handle:
         handle.write(b"new content")
-    second, _run = run_module("artifacts_backup", args)
-    assert second["snapshot_created"] is True and second["copied"] == 1 and second["linked"] == 5
+    results, run = play(("second", args))
+    second = results["second"]
+    assert second["snapshot_created"] is True and second["copied"] == 1 and second["linked"] == 5, run.stdout
     a, b = first["snapshot"], second["snapshot"]
     same = os.path.join("2", "run02", "artifacts", "f.txt")
     assert os.stat(os.path.join(repo, a, same)).st_ino == os.stat(os.path.join(repo, b, same)).st_ino
@@ -210,8 +260,9 @@ def test_local_snapshots_share_inodes_and_retention(tmp_path):
     assert os.stat(os.path.join(repo, a, diff)).st_ino != os.stat(os.path.join(repo, b, diff)).st_ino
     assert os.path.isfile(os.path.join(repo, b, MANIFEST))
     os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
-    third, _run = run_module("artifacts_backup", args)
-    assert third["snapshot_created"] is True
+    results, run = play(("third", args))
+    third = results["third"]
+    assert third["snapshot_created"] is True, run.stdout
     assert third["snapshots_removed"] == [a]
     assert sorted(os.listdir(repo)) == sorted([b, third["snapshot"]])
     # The snapshot still stands alone after its predecessor was removed.
@@ -224,19 +275,21 @@ def test_s3_snapshot_is_content_addressed_and_restores(moto_s3, tmp_path):
     make_tree(src, count=8)
     bucket = moto_s3.create_bucket()
     args = dict(s3_args(moto_s3), src=src, dest="s3://%s/snaps" % bucket, mode="snapshot")
-    first, _run = run_module("artifacts_backup", args)
-    assert first["copied"] == 8 and first["manifest"].endswith("/snapshots/%s.json" % first["snapshot"])
+    results, run = play(("first", args))
+    first = results["first"]
+    assert first["copied"] == 8 and first["manifest"].endswith("/snapshots/%s.json" % first["snapshot"]), run.stdout
     with open(os.path.join(src, "2", "run02", "artifacts", "f.txt"), "wb") as handle:
         handle.write(b"changed")
-    time.sleep(1)
-    second, _run = run_module("artifacts_backup", args)
-    assert second["snapshot_created"] is True and second["copied"] == 1 and second["unchanged"] == 7
+    restored = str(tmp_path / "restored")
+    results, run = play(("second", args),
+                        ("restore", dict(s3_args(moto_s3), src="s3://%s/snaps" % bucket, src_snapshot="latest",
+                                         dest=restored)))
+    second = results["second"]
+    assert second["snapshot_created"] is True and second["copied"] == 1 and second["unchanged"] == 7, run.stdout
     client = moto_s3.client()
     assert len(keys_under(client, bucket, "snaps/blobs/")) == 9
     assert len(keys_under(client, bucket, "snaps/snapshots/")) == 2
-    restored = str(tmp_path / "restored")
-    back, _run = run_module("artifacts_backup", dict(s3_args(moto_s3), src="s3://%s/snaps" % bucket,
-                                                     src_snapshot="latest", dest=restored))
+    back = results["restore"]
     assert back["_status"] == "ok" and back["copied"] == 8
     for name in local_files(src):
         with open(os.path.join(src, name), "rb") as a, open(os.path.join(restored, name), "rb") as b:
@@ -266,30 +319,40 @@ def assert_failed_cleanly(result, run, words, dest=None):
 def test_bad_inputs_fail_clearly_and_write_nothing(moto_s3, source_bucket, tmp_path):
     dest = str(tmp_path / "never")
     base = s3_args(moto_s3)
-    result, run = run_module("artifacts_backup", dict(base, src="s3://no-such-bucket-here/x", dest=dest))
-    assert_failed_cleanly(result, run, "bucket 'no-such-bucket-here' does not exist", dest)
     local_src = str(tmp_path / "src")
     make_tree(local_src, count=2)
-    result, run = run_module("artifacts_backup", dict(base, src=local_src, dest="s3://no-such-bucket-here/x"))
-    assert_failed_cleanly(result, run, "bucket 'no-such-bucket-here' does not exist")
     inner = os.path.join(local_src, "backup")
-    result, run = run_module("artifacts_backup", {"src": local_src, "dest": inner})
-    assert_failed_cleanly(result, run, "lies inside src", inner)
-    result, run = run_module("artifacts_backup", dict(base, src="s3://%s/mlflow" % source_bucket,
-                                                      dest="s3://%s/mlflow/copy" % source_bucket))
-    assert_failed_cleanly(result, run, "lies inside src")
-    started = time.monotonic()
-    result, run = run_module("artifacts_backup", dict(base, endpoint_url=closed_port_url(), src="s3://b/x", dest=dest,
-                                                      connect_timeout=2, read_timeout=2, retries=1))
-    assert_failed_cleanly(result, run, "cannot reach the S3 endpoint", dest)
     listener = SilentListener().start()
+    started = time.monotonic()
     try:
-        result, run = run_module("artifacts_backup", dict(base, endpoint_url=listener.url, src="s3://b/x", dest=dest,
-                                                          connect_timeout=2, read_timeout=2, retries=0))
+        results, run = play(
+            ("missing src bucket", dict(base, src="s3://no-such-bucket-here/x", dest=dest)),
+            ("missing dest bucket", dict(base, src=local_src, dest="s3://no-such-bucket-here/x")),
+            ("dest inside src", {"src": local_src, "dest": inner}),
+            ("s3 dest inside src", dict(base, src="s3://%s/mlflow" % source_bucket,
+                                        dest="s3://%s/mlflow/copy" % source_bucket)),
+            ("closed port", dict(base, endpoint_url=closed_port_url(), src="s3://b/x", dest=dest,
+                                 connect_timeout=2, read_timeout=2, retries=1)),
+            ("silent endpoint", dict(base, endpoint_url=listener.url, src="s3://b/x", dest=dest,
+                                     connect_timeout=2, read_timeout=2, retries=0)),
+            ("not a location", {"src": "ftp://example.com/x", "dest": dest}),
+        )
     finally:
         listener.stop()
-    assert_failed_cleanly(result, run, "did not answer within read_timeout", dest)
-    assert time.monotonic() - started < 45
+    assert time.monotonic() - started < 60
+    expected = {
+        "missing src bucket": "bucket 'no-such-bucket-here' does not exist",
+        "missing dest bucket": "bucket 'no-such-bucket-here' does not exist",
+        "dest inside src": "lies inside src",
+        "s3 dest inside src": "lies inside src",
+        "closed port": "cannot reach the S3 endpoint",
+        "silent endpoint": "did not answer within read_timeout",
+        "not a location": "must be a local directory or s3://bucket/prefix",
+    }
+    for name, words in expected.items():
+        assert_failed_cleanly(results[name], run, words, dest)
+    assert not os.path.exists(inner)
+    assert keys_under(moto_s3.client(), source_bucket, "mlflow/copy") == []
 
 
 def test_wrong_credentials_fail_clearly_and_stay_secret(tmp_path):
