@@ -312,6 +312,19 @@ def child_main():
     sys.stdout.flush()
 
 
+def _payload_paths():
+    """The parts of sys.path that hold this module's code (the AnsiballZ payload zip, a collections dir),
+    and none that hold site-packages: the child must import its own mlflow, not ours."""
+    paths = []
+    for path in sys.path:
+        if not path:
+            continue
+        if os.path.isfile(path) or (os.path.isdir(os.path.join(path, "ansible_collections"))
+                                    and not os.path.isdir(os.path.join(path, "mlflow"))):
+            paths.append(path)
+    return paths
+
+
 def run_in_interpreter(python, params, check_mode, timeout=3600):
     """run_schema in another Python (the tracking server's virtualenv), so its MLflow decides.
 
@@ -322,7 +335,7 @@ def run_in_interpreter(python, params, check_mode, timeout=3600):
         raise MaintenanceError("python %s is not an executable file; point it at the tracking server's "
                                "virtualenv (for example /srv/mlflow/venv/bin/python)" % python)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    env["PYTHONPATH"] = os.pathsep.join(_payload_paths())
     env.pop("PYTHONHOME", None)
     try:
         completed = subprocess.run([python, "-c", _CHILD], input=json.dumps(dict(params=params, check_mode=check_mode)),
@@ -331,8 +344,8 @@ def run_in_interpreter(python, params, check_mode, timeout=3600):
         raise MaintenanceError("db_schema in %s did not finish within %ss" % (python, timeout))
     if _RESULT_MARK not in completed.stdout:
         tail = (completed.stderr or completed.stdout or "").strip().splitlines()[-5:]
-        raise MaintenanceError("db_schema could not run in %s (exit %s): %s" % (python, completed.returncode,
-                                                                               " | ".join(tail)))
+        raise MaintenanceError("db_schema could not run in %s (exit %s): %s" % (
+            python, completed.returncode, " | ".join(tail)))
     answer = json.loads(completed.stdout.rsplit(_RESULT_MARK, 1)[1])
     if "error" in answer:
         raise MaintenanceError(answer["error"], **(answer.get("details") or {}))
