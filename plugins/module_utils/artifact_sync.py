@@ -445,6 +445,9 @@ class Transfer(object):
         self.retries = max(0, int(retries))
         self.part_size = max(5, int(params.get("multipart_chunksize_mb") or 8)) * s3_utils.MB
         self.threshold = max(5, int(params.get("multipart_threshold_mb") or 8)) * s3_utils.MB
+        # S3 to S3: one CopyObject (server side) below this size, boto3's managed multipart copy
+        # (UploadPartCopy, also server side) from it; 5 GiB is CopyObject's limit.
+        self.copy_threshold = min(5 * 1024, max(5, int(params.get("copy_multipart_threshold_mb") or 5 * 1024))) * s3_utils.MB
         self._config = None
 
     @property
@@ -527,7 +530,7 @@ class Transfer(object):
         if entry.sha256:
             metadata[SHA256_META] = entry.sha256
         extra = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
-        if entry.size >= self.threshold:
+        if entry.size >= self.copy_threshold:
             # Managed copy: server side, multipart (UploadPartCopy) above the threshold.
             dst.client.copy(source, dst.bucket, key, ExtraArgs=extra, SourceClient=src.client, Config=self.config)
         else:

@@ -23,7 +23,7 @@ description:
   - Downloads nothing and does not import mlflow.
   - With O(remove_orphans=true), deletes the orphaned folders.
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.tracking
   - mlflowops.maintenance.s3
@@ -58,6 +58,7 @@ attributes:
     description: Audits the same way; O(remove_orphans) reports what it would delete.
   diff_mode:
     support: none
+    description: Many files change at once; the results list counts and the first keys instead of a diff.
 notes:
   - A run that never logged an artifact has no folder and is listed in RV(missing) too; an empty artifact
     folder does not exist in S3 either. Read RV(missing) with that in mind, or compare it with a backup.

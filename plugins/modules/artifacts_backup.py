@@ -25,7 +25,7 @@ description:
   - Nothing is written when the source or destination bucket is missing, the credentials are rejected, the
     endpoint does not answer within the timeouts, or O(dest) lies inside O(src).
 author:
-  - mlflowops maintainers
+  - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
   - mlflowops.maintenance.s3
 options:
@@ -83,6 +83,13 @@ options:
       - Most files or objects in flight at once.
     type: int
     default: 16
+  copy_multipart_threshold_mb:
+    description:
+      - S3 to S3 copies of this many MiB and more go through boto3's managed copy in parts of
+        O(multipart_chunksize_mb) (C(UploadPartCopy), server side); smaller ones take one C(CopyObject),
+        also server side. 5120 (5 GiB, C(CopyObject)'s limit) is the most allowed.
+    type: int
+    default: 5120
   src_snapshot:
     description:
       - Treat O(src) as a snapshot repository and copy from the named snapshot, or the newest with C(latest).
@@ -118,11 +125,12 @@ attributes:
     description: Lists both sides and makes every comparison, then reports what would be copied and deleted, writing nothing.
   diff_mode:
     support: none
+    description: Many files change at once; the results list counts and the first keys instead of a diff.
 notes:
   - One set of S3 credentials serves both sides when both are in S3.
   - Retention (the O(keep_last) family) follows restic's C(forget) rules; with no rule set every snapshot is kept.
     S3 blobs no kept snapshot references are deleted after the snapshot manifests.
-  - A run with failed files fails, with the first failures in RV(errors); the manifest is then not written.
+  - A run with failed files fails, with the first failures in its C(errors) result; the manifest is then not written.
 seealso:
   - module: mlflowops.maintenance.artifacts_audit
 """
@@ -198,7 +206,7 @@ duration_s:
   type: float
   sample: 3.52
 errors:
-  description: The first 100 failures, one line each (C(key: reason)).
+  description: 'The first 100 failures, one line each: the key, a colon, the reason.'
   returned: always
   type: list
   elements: str
@@ -398,6 +406,7 @@ def main():
         compare=dict(type="str", default="auto", choices=["auto", "checksum", "size"]),
         delete_extraneous=dict(type="bool", default=False),
         concurrency=dict(type="int", default=16),
+        copy_multipart_threshold_mb=dict(type="int", default=5120),
         src_snapshot=dict(type="str"),
         snapshot_if_unchanged=dict(type="bool", default=False),
         keep_last=dict(type="int"),

@@ -99,7 +99,9 @@ def small_bucket(moto_s3):
 def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_bucket):
     client = moto_s3.client()
     dest_bucket = moto_s3.create_bucket()
-    args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket, dest="s3://%s/backup" % dest_bucket)
+    # The 9 MiB multipart object goes through the managed multipart copy (UploadPartCopy).
+    args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % source_bucket, dest="s3://%s/backup" % dest_bucket,
+                copy_multipart_threshold_mb=8)
     results, run = play(("first", args), ("second", args))
     first, second = results["first"], results["second"]
     assert first["_status"] == "ok", run.stdout

@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+"""Benchmark artifacts_backup's engine against the seed's approach and rsync.
+
+S3 to S3 on a local moto server: SMALL small objects plus BIG objects of BIG_MB MiB.
+  - seed: the seed's sequential ``copy_object`` loop, with paging fixed so that it copies everything;
+  - ours: ``artifact_sync.sync`` (what the module runs), 16 in flight, server-side copies;
+  - incremental: 1% of the small objects rewritten, then ours again on the same destination.
+Local to local: FILES files.
+  - ``rsync -a`` into an empty directory, ours into an empty directory;
+  - incremental: 1% of the files rewritten, then ours and ``rsync -a`` again.
+
+The engine is called in-process (module_utils), so Ansible's start-up (a few seconds) is not counted.
+Usage: .venv/bin/python bench/bench_artifacts_backup.py [--small 10000] [--big 3] [--big-mb 50]
+                                                        [--files 10000] [--reps 3] [--skip-s3] [--skip-local]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from harness.services import MotoS3  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import (  # noqa: E402  pylint: disable=wrong-import-position
+    artifact_sync as sync_utils,
+    s3 as s3_utils,
+)
+
+MB = 1024 * 1024
+
+
+def timed(func):
+    started = time.monotonic()
+    value = func()
+    return time.monotonic() - started, value
+
+
+def seed_copy(client, src_bucket, dest_bucket, prefix):
+    """The seed's loop (one copy_object at a time), paged so it copies every object."""
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=src_bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            client.copy_object(Bucket=dest_bucket, Key=obj["Key"], CopySource={"Bucket": src_bucket, "Key": obj["Key"]})
+            count += 1
+    return count
+
+
+def ours(src, dest, params, concurrency=16):
+    result, _rows = sync_utils.sync(src, dest, sync_utils.Transfer(params), concurrency=concurrency)
+    if result.error_count:
+        raise RuntimeError(result.errors[:3])
+    return result
+
+
+def put_many(client, bucket, keys, body, concurrency=32):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=body), keys))
+
+
+def med(values):
+    return statistics.median(values)
+
+
+def bench_s3(args):
+    from boto3.s3.transfer import TransferConfig
+    moto = MotoS3().start()
+    try:
+        client = moto.client()
+        params = dict(endpoint_url=moto.endpoint_url, aws_access_key=moto.access_key, aws_secret_key=moto.secret_key,
+                      region=moto.region, multipart_threshold_mb=8, multipart_chunksize_mb=8, retries=3)
+        ours_client = s3_utils.build_client(params, pool_size=16)
+        src_bucket = moto.create_bucket()
+        runs = ["%032x" % index for index in range(max(1, args.small // 5))]
+        keys = ["mlflow/1/%s/artifacts/f%d.txt" % (runs[i // 5], i % 5) for i in range(args.small)]
+        elapsed, _ = timed(lambda: put_many(client, src_bucket, keys, os.urandom(1024)))
+        print("populate: %d small objects in %.1fs" % (args.small, elapsed), flush=True)
+        big_path = os.path.join(moto.root, "big.bin")
+        with open(big_path, "wb") as handle:
+            handle.write(os.urandom(args.big_mb * MB))
+        for index in range(args.big):
+            client.upload_file(big_path, src_bucket, "mlflow/1/big/artifacts/model-%d.bin" % index,
+                               Config=TransferConfig(multipart_threshold=8 * MB, multipart_chunksize=8 * MB))
+        total = args.small + args.big
+        total_bytes = args.small * 1024 + args.big * args.big_mb * MB
+        print("populate: %d objects of %d MiB" % (args.big, args.big_mb), flush=True)
+        seed_t, ours_t, inc_t = [], [], []
+        for rep in range(args.reps):
+            dest_seed = moto.create_bucket()
+            elapsed, count = timed(lambda: seed_copy(client, src_bucket, dest_seed, "mlflow/"))
+            assert count == total, count
+            seed_t.append(elapsed)
+            dest_ours = moto.create_bucket()
+            src = sync_utils.S3Store(ours_client, src_bucket, "mlflow")
+            dst = sync_utils.S3Store(ours_client, dest_ours, "backup")
+            elapsed, result = timed(lambda: ours(src, dst, params))
+            assert result.copied == total, result.copied
+            ours_t.append(elapsed)
+            changed = keys[rep::100][: max(1, args.small // 100)]
+            put_many(client, src_bucket, changed, os.urandom(1024))
+            elapsed, result = timed(lambda: ours(src, dst, params))
+            assert result.copied == len(changed), (result.copied, len(changed))
+            inc_t.append(elapsed)
+            print("rep %d: seed %.1fs, ours %.1fs, incremental (%d changed) %.1fs" % (
+                rep + 1, seed_t[-1], ours_t[-1], len(changed), inc_t[-1]), flush=True)
+        print("\nS3->S3 on moto: %d objects (%d x 1 KiB + %d x %d MiB = %.0f MiB), %d repetitions" % (
+            total, args.small, args.big, args.big_mb, total_bytes / MB, args.reps))
+        print("  seed sequential copy_object (paged): median %.1fs  (%.0f obj/s)" % (med(seed_t), total / med(seed_t)))
+        print("  artifacts_backup (16 in flight):     median %.1fs  (%.0f obj/s)" % (med(ours_t), total / med(ours_t)))
+        print("  throughput ratio ours/seed:          %.2fx" % (med(seed_t) / med(ours_t)))
+        print("  incremental rerun, 1%% changed:       median %.1fs  = %.1f%% of the full run" % (
+            med(inc_t), 100.0 * med(inc_t) / med(ours_t)))
+    finally:
+        moto.stop()
+
+
+def bench_local(args):
+    root = tempfile.mkdtemp(prefix="mlflowops-bench-")
+    try:
+        src = os.path.join(root, "src")
+        names = []
+        for index in range(args.files):
+            name = os.path.join(src, str(index % 10), "%032x" % (index // 5), "artifacts", "f%d.bin" % (index % 5))
+            names.append(name)
+            os.makedirs(os.path.dirname(name), exist_ok=True)
+            with open(name, "wb") as handle:
+                handle.write(os.urandom(4096))
+        params = dict(multipart_threshold_mb=8, multipart_chunksize_mb=8)
+        rsync_t, ours_t, inc_t, rsync_inc_t = [], [], [], []
+        for rep in range(args.reps):
+            dest_rsync = os.path.join(root, "rsync-%d" % rep)
+            dest_ours = os.path.join(root, "ours-%d" % rep)
+            subprocess.run(["sync"], check=True)
+            elapsed, _ = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
+            rsync_t.append(elapsed)
+            elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
+            assert result.copied == args.files
+            ours_t.append(elapsed)
+            changed = names[rep::100]
+            for name in changed:
+                with open(name, "wb") as handle:
+                    handle.write(os.urandom(4096))
+                os.utime(name, (time.time() + 5 + rep, time.time() + 5 + rep))
+            elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
+            assert result.copied == len(changed), result.copied
+            inc_t.append(elapsed)
+            elapsed, _ = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
+            rsync_inc_t.append(elapsed)
+            print("rep %d: rsync %.2fs, ours %.2fs, incremental ours %.2fs, incremental rsync %.2fs" % (
+                rep + 1, rsync_t[-1], ours_t[-1], inc_t[-1], rsync_inc_t[-1]), flush=True)
+            shutil.rmtree(dest_rsync)
+            shutil.rmtree(dest_ours)
+        print("\nlocal->local: %d files of 4 KiB, %d repetitions" % (args.files, args.reps))
+        print("  rsync -a:               median %.2fs" % med(rsync_t))
+        print("  artifacts_backup:       median %.2fs  (ratio ours/rsync time %.2f)" % (med(ours_t), med(ours_t) / med(rsync_t)))
+        print("  incremental (1%%) ours:  median %.2fs  = %.1f%% of rsync's full copy" % (
+            med(inc_t), 100.0 * med(inc_t) / med(rsync_t)))
+        print("  incremental (1%%) rsync: median %.2fs" % med(rsync_inc_t))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=10000)
+    parser.add_argument("--big", type=int, default=3)
+    parser.add_argument("--big-mb", type=int, default=50)
+    parser.add_argument("--files", type=int, default=10000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-s3", action="store_true")
+    parser.add_argument("--skip-local", action="store_true")
+    args = parser.parse_args()
+    print("load average at start: %s" % (os.getloadavg(),), flush=True)
+    if not args.skip_local:
+        bench_local(args)
+    if not args.skip_s3:
+        bench_s3(args)
+    print("load average at end: %s" % (os.getloadavg(),))
+
+
+if __name__ == "__main__":
+    main()
