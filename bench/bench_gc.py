@@ -91,7 +91,7 @@ def make_deleted_runs(server, runs):
     now = datagen.now_ms()
     ids = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec(
         start_time=now - 40 * datagen.DAY_MS, lifecycle_stage="deleted", deleted_time=now - 10 * datagen.DAY_MS,
-        metrics=5, steps=20, params=3) for _ in range(runs)])
+        metrics=5, steps=20, params=3) for _unused in range(runs)])
     datagen.write_artifacts(server.artifacts_destination, exp, ids, FILES)
     return exp, ids
 

@@ -114,8 +114,9 @@ def main():
                 seed_wall, seed_loop = bench_seed(server, reader, args.runs)
                 rows.append(dict(module_wall=module_wall, module_own=module_own, seed_wall=seed_wall, seed_loop=seed_loop))
                 print("%s rep %d: runs_cleanup %.1fs wall (%.1fs in module, %.0f runs/s) | seed loop %.1fs wall "
-                      "(%.1fs loop, %.0f runs/s)" % (backend, rep + 1, module_wall, module_own, args.runs / module_own,
-                                                      seed_wall, seed_loop, args.runs / seed_loop), flush=True)
+                      "(%.1fs loop, %.0f runs/s)"
+                      % (backend, rep + 1, module_wall, module_own, args.runs / module_own, seed_wall, seed_loop,
+                         args.runs / seed_loop), flush=True)
         finally:
             server.stop()
             if cluster:
@@ -125,9 +126,9 @@ def main():
         med["ratio_own"] = med["seed_loop"] / med["module_own"]
         figures[backend] = dict(median=med, reps=rows, runs=args.runs, concurrency=args.concurrency)
         print("%s median of %d: runs_cleanup %.1fs wall / %.1fs module; seed %.1fs wall / %.1fs loop; "
-              "speed-up %.1fx (wall) %.1fx (module vs loop)" % (backend, len(rows), med["module_wall"], med["module_own"],
-                                                               med["seed_wall"], med["seed_loop"], med["ratio_wall"],
-                                                               med["ratio_own"]), flush=True)
+              "speed-up %.1fx (wall) %.1fx (module vs loop)"
+              % (backend, len(rows), med["module_wall"], med["module_own"], med["seed_wall"], med["seed_loop"],
+                 med["ratio_wall"], med["ratio_own"]), flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2)

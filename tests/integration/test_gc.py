@@ -59,9 +59,9 @@ def test_gc_sqlite_disk_rows_artifacts_undated_check_mode_and_idempotence(mlflow
     with sqlite3.connect(server.sqlite_path, timeout=60) as connection:
         connection.execute(reader_sql)
     young = datagen.add_runs(server.url, uri, exp, [datagen.RunSpec(lifecycle_stage="deleted", deleted_time=now - 3600)
-                                                    for _ in range(10)])
-    undated = datagen.add_runs(server.url, uri, exp, [datagen.RunSpec(lifecycle_stage="deleted") for _ in range(4)])
-    active = datagen.add_runs(server.url, uri, exp, [datagen.RunSpec(start_time=now - 90 * DAY) for _ in range(10)])
+                                                    for _unused in range(10)])
+    undated = datagen.add_runs(server.url, uri, exp, [datagen.RunSpec(lifecycle_stage="deleted") for _unused in range(4)])
+    active = datagen.add_runs(server.url, uri, exp, [datagen.RunSpec(start_time=now - 90 * DAY) for _unused in range(10)])
     purged = old + [rest_run]
     datagen.write_artifacts(server.artifacts_destination, exp, purged + young + undated + active, FILES)
     before = count_rows(reader, purged)
@@ -102,7 +102,7 @@ def test_gc_purges_deleted_experiment_with_its_runs(mlflow_sqlite):
     server = mlflow_sqlite
     reader = StoreReader(server)
     exp = datagen.create_experiment(server.url, unique("gc-exp"))
-    runs = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec() for _ in range(12)])
+    runs = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec() for _unused in range(12)])
     datagen.write_artifacts(server.artifacts_destination, exp, runs, FILES)
     api(server.url, "experiments/delete", {"experiment_id": exp})
     args = {"backend_store_uri": server.backend_store_uri, "artifacts_destination": server.artifacts_destination,
@@ -123,8 +123,8 @@ def test_gc_postgres_s3(mlflow_pg_s3, postgres, moto_s3):
     exp = datagen.create_experiment(server.url, unique("gc-pg"))
     now = datagen.now_ms()
     old = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec(
-        lifecycle_stage="deleted", deleted_time=now - 5 * DAY, metrics=4, steps=10) for _ in range(100)])
-    active = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec() for _ in range(5)])
+        lifecycle_stage="deleted", deleted_time=now - 5 * DAY, metrics=4, steps=10) for _unused in range(100)])
+    active = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec() for _unused in range(5)])
     datagen.write_artifacts(server.artifacts_destination, exp, old + active, FILES, s3_client=s3)
 
     def objects(run_ids):

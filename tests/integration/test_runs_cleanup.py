@@ -78,8 +78,8 @@ def test_exact_selection_with_protection_check_mode_and_idempotence(request, ser
     result, _run = run_module("runs_cleanup", args)
     assert result["_status"] == "ok", result.get("msg")
     assert result["changed"] is True and result["deleted"] == len(eligible)
-    print("%s: check mode %.1fs, %d deletes in %.1fs (module)" % (server_name, check_took, len(eligible),
-                                                                 result["duration_s"]))
+    print("%s: check mode %.1fs, %d deletes in %.1fs (module)"
+          % (server_name, check_took, len(eligible), result["duration_s"]))
     after = stages(reader, exp)
     deleted = set(run_id for run_id, (stage, _status) in after.items() if stage == "deleted")
     assert deleted == eligible
@@ -106,9 +106,9 @@ def test_reaping_then_undo_with_state_active(mlflow_sqlite):
     finished = datagen.add_runs(server.url, server.backend_store_uri, exp,
                                 [datagen.RunSpec(start_time=now - (3 + i % 5) * DAY) for i in range(40)])
     stale = datagen.add_runs(server.url, server.backend_store_uri, exp,
-                             [datagen.RunSpec(start_time=now - 3 * DAY, status="RUNNING") for _ in range(3)])
+                             [datagen.RunSpec(start_time=now - 3 * DAY, status="RUNNING") for _unused in range(3)])
     fresh = datagen.add_runs(server.url, server.backend_store_uri, exp,
-                             [datagen.RunSpec(start_time=now - HOUR, status="RUNNING") for _ in range(2)])
+                             [datagen.RunSpec(start_time=now - HOUR, status="RUNNING") for _unused in range(2)])
     recent = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec(start_time=now - HOUR)])
     args = {"tracking_uri": server.url, "experiments": [exp_name], "older_than": "2d", "reap_running_after": "1d"}
 
