@@ -30,7 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import  (collection on sys.path)
+# conftest puts the collection on sys.path.
+import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 from harness.old_mlflow import OLD_VERSION, copy_venv, ensure_venv  # noqa: E402  pylint: disable=wrong-import-position
 from harness.runner import run_module, run_playbook  # noqa: E402  pylint: disable=wrong-import-position
 from harness.services import free_port, http_get, wait_until  # noqa: E402  pylint: disable=wrong-import-position

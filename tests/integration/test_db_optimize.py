@@ -194,3 +194,31 @@ def test_postgres_bad_inputs(postgres, pg_store):
     assert "no_such_db" not in postgres.psql("SELECT string_agg(datname, ',') FROM pg_database")
     missing_table, _run = run_module("db_optimize", {"backend_store_uri": uri, "tables": ["nope"]})
     assert missing_table["_status"] == "failed" and "tables not found" in missing_table["msg"]
+
+
+def test_cleanup_role_optimize_step(tmp_path):
+    """The cleanup role's optional step (cleanup_optimize) runs db_optimize; a rerun changes nothing."""
+    import json  # pylint: disable=import-outside-toplevel
+    from harness.runner import run_playbook  # pylint: disable=import-outside-toplevel
+    path = str(tmp_path / "mlflow.db")
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE metrics (id INTEGER PRIMARY KEY, pad TEXT)")
+    connection.executemany("INSERT INTO metrics (pad) VALUES (?)", (("x" * 500,) for _i in range(20000)))
+    connection.commit()
+    connection.execute("DELETE FROM metrics WHERE id > 5000")
+    connection.commit()
+    connection.close()
+    playbook = tmp_path / "play.json"
+    playbook.write_text(json.dumps([{
+        "hosts": "localhost", "gather_facts": False,
+        "roles": [{"role": "mlflowops.maintenance.cleanup", "cleanup_runs": False, "cleanup_gc": False,
+                   "cleanup_optimize": True, "mlflow_tracking_uri": "http://127.0.0.1:1",
+                   "mlflow_backend_store_uri": "sqlite:///%s" % path}]}]))
+    first = run_playbook(str(playbook))
+    assert first.rc == 0, first.stdout[-3000:]
+    optimized = [r for r in first.records if r["task"].endswith("Optimise the backend store")][-1]["result"]
+    assert optimized["changed"] is True and "vacuum" in optimized["actions"]
+    second = run_playbook(str(playbook))
+    assert second.rc == 0, second.stdout[-3000:]
+    again = [r for r in second.records if r["task"].endswith("Optimise the backend store")][-1]["result"]
+    assert again["changed"] is False
