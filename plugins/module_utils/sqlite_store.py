@@ -92,6 +92,10 @@ def snapshot(source_path, target_path, busy_timeout=60):
     try:
         target = sqlite3.connect(target_path)
         try:
+            # no journal and no syncs while copying into the new file: a crash leaves a .partial that is
+            # discarded anyway, and the caller fsyncs the finished file once
+            target.execute("PRAGMA journal_mode=OFF").fetchall()
+            target.execute("PRAGMA synchronous=OFF")
             source.backup(target, pages=-1)
             target.execute("PRAGMA journal_mode=DELETE").fetchall()
             revision = schema_revision(target)

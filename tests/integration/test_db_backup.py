@@ -41,7 +41,7 @@ def query(path, sql, params=()):
 def test_backup_while_server_writes_then_restore_into_new_target(mlflow_sqlite, tmp_path):
     exp_id = create_experiment(mlflow_sqlite.url, "backup-%s" % secrets.token_hex(4))
     run_ids = add_runs(mlflow_sqlite.url, mlflow_sqlite.backend_store_uri, exp_id,
-                       [RunSpec(metrics=5, steps=20) for _ in range(200)])
+                       [RunSpec(metrics=5, steps=20) for _run in range(200)])
     writer_run = api(mlflow_sqlite.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
     writer = MetricWriter(mlflow_sqlite.url, writer_run)
     writer.start()

@@ -18,7 +18,7 @@ def test_backup_while_server_writes_secret_never_visible_restore_new_database(ml
     postgres.psql('ALTER ROLE "%s" CREATEDB' % store.user)
     exp_id = create_experiment(mlflow_pg_s3.url, "pg-backup-%s" % secrets.token_hex(4))
     run_ids = add_runs(mlflow_pg_s3.url, mlflow_pg_s3.backend_store_uri, exp_id,
-                       [RunSpec(metrics=5, steps=20) for _ in range(200)])
+                       [RunSpec(metrics=5, steps=20) for _run in range(200)])
     writer_run = api(mlflow_pg_s3.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
     writer = MetricWriter(mlflow_pg_s3.url, writer_run)
     # the test harness starts the MLflow server itself with the URI in its argv: not the module's doing

@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+"""Benchmark db_backup / db_restore against the physical limit (cp) and the seed's approach.
+
+SQLite: a store of about --sqlite-mb MB built through MLflow's own schema (a real ``mlflow server``
+creates it), then millions of metric rows bulk-inserted with sqlite3 executemany. Compared:
+``cp`` of the file, the seed's ``backup_sqlite`` (``sqlite3`` backup API, as the seed calls it), and
+db_backup with compression none and zstd (module_utils called directly, force=True), plus restores.
+
+PostgreSQL: a store of about --pg-mb MB (schema by MLflow, metric rows by INSERT ... SELECT),
+compared: the seed's plain ``pg_dump > file``, db_backup with format directory + jobs 2, and the
+custom format; restore times for each (the seed has no restore: ``psql -f`` of its plain dump).
+
+Page cache is warm for every candidate (the store is read once before timing). Medians of --reps runs.
+
+    .venv/bin/python bench/bench_db_backup.py --sqlite-mb 1024 --pg-mb 1024 --reps 3
+"""
+
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from harness.services import MlflowServer, PostgresCluster  # noqa: E402  pylint: disable=wrong-import-position
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import (  # noqa: E402
+    BackupOptions,
+    run_backup,
+    run_restore,
+)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (  # noqa: E402
+    parse_backend_store_uri,
+)
+
+
+def timed(func):
+    started = time.monotonic()
+    value = func()
+    return time.monotonic() - started, value
+
+
+def median_of(reps, func, cleanup=None):
+    times, value = [], None
+    for _rep in range(reps):
+        elapsed, value = timed(func)
+        times.append(elapsed)
+        if cleanup:
+            cleanup(value)
+    return statistics.median(times), times, value
+
+
+def report(rows, baseline):
+    base = dict(rows)[baseline]
+    for name, seconds in rows:
+        print("  %-44s median %8.2f s   %5.2fx %s" % (name, seconds, seconds / base, baseline))
+
+
+# ---------------------------------------------------------------- SQLite
+
+def build_sqlite(root, megabytes):
+    os.makedirs(os.path.join(root, "server"))
+    server = MlflowServer(root=os.path.join(root, "server")).start()
+    path = server.sqlite_path
+    server.stop()
+    conn = sqlite3.connect(path)
+    run_ids = [uuid.uuid4().hex for _run in range(200)]
+    conn.execute("INSERT INTO experiments (name, artifact_location, lifecycle_stage) VALUES ('bench', '/tmp', 'active')")
+    exp_id = conn.execute("SELECT max(experiment_id) FROM experiments").fetchone()[0]
+    conn.executemany("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+                     "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) "
+                     "VALUES (?, 'r', 'LOCAL', 'bench', '', 'bench', 'FINISHED', 0, 1, '', 'active', '/tmp', ?)",
+                     [(run_id, exp_id) for run_id in run_ids])
+    conn.commit()
+    target = megabytes * 1024 * 1024
+    step = 0
+    while os.path.getsize(path) < target:
+        rows = [("metric_%d" % (i % 10), float(i) / 7.0, 1700000000000 + step, run_ids[i % 200], step, 0)
+                for i in range(200000)]
+        conn.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, ?)",
+                         rows)
+        conn.commit()
+        step += 1
+    rows = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+    conn.close()
+    return path, rows
+
+
+def seed_backup_sqlite(db_path, backup_dir):
+    """The seed's MLflowBackup.backup_sqlite, verbatim in substance."""
+    backup_path = os.path.join(backup_dir, "mlflow_backup_%s.db" % uuid.uuid4().hex[:8])
+    connection = sqlite3.connect(db_path)
+    backup = sqlite3.connect(backup_path)
+    connection.backup(backup)
+    connection.close()
+    backup.close()
+    return backup_path
+
+
+def bench_sqlite(root, megabytes, reps):
+    print("building a %d MB SQLite store through MLflow's schema..." % megabytes)
+    elapsed, (path, rows) = timed(lambda: build_sqlite(root, megabytes))
+    size = os.path.getsize(path)
+    print("  %s: %.0f MB, %d metric rows (built in %.0f s)" % (path, size / 1048576.0, rows, elapsed))
+    with open(path, "rb") as handle:
+        while handle.read(1 << 24):
+            pass
+    store = parse_backend_store_uri("sqlite:///" + path)
+    out = os.path.join(root, "out")
+    os.makedirs(out)
+
+    def remove(value):
+        if isinstance(value, dict):
+            os.unlink(value["backup"]["path"])
+            os.unlink(value["backup"]["manifest"])
+        elif value and os.path.exists(value):
+            os.unlink(value)
+
+    def db_backup(compression, verify):
+        return lambda: run_backup(store, BackupOptions(out, compression=compression, verify=verify, force=True))
+
+    cp_target = os.path.join(out, "copy.db")
+    rows_out = []
+    med, _times, _v = median_of(reps, lambda: subprocess.run(["cp", path, cp_target], check=True) and cp_target,
+                                lambda _v: os.unlink(cp_target))
+    rows_out.append(("cp (physical limit)", med))
+    med, _times, _v = median_of(reps, lambda: seed_backup_sqlite(path, out), remove)
+    rows_out.append(("seed backup_sqlite (backup API, no fsync)", med))
+    med, _times, _v = median_of(reps, db_backup("none", "none"), remove)
+    rows_out.append(("db_backup compression=none verify=none", med))
+    med, _times, _v = median_of(reps, db_backup("none", "checksum"), remove)
+    rows_out.append(("db_backup compression=none verify=checksum", med))
+    med, _times, kept = median_of(reps, db_backup("zstd", "none"), None)
+    rows_out.append(("db_backup compression=zstd verify=none", med))
+    zstd_size = kept["backup"]["size_bytes"]
+    print("SQLite backup, %.0f MB store, %d reps:" % (size / 1048576.0, reps))
+    report(rows_out, "cp (physical limit)")
+    print("  zstd backup size: %.0f MB (%.1f%% of the store)" % (zstd_size / 1048576.0, 100.0 * zstd_size / size))
+    plain = run_backup(store, BackupOptions(os.path.join(root, "plain"), compression="none", verify="none",
+                                            force=True))["backup"]["path"]
+    restore_rows = []
+    for label, src in (("db_restore of the compression=none backup", plain),
+                       ("db_restore of the zstd backup", kept["backup"]["path"])):
+        target = os.path.join(root, "restored.db")
+
+        def restore(src=src, target=target):
+            if os.path.exists(target):
+                os.unlink(target)
+            return run_restore(parse_backend_store_uri("sqlite:///" + target), src, force=True, keep_previous=False)
+
+        med, _times, _v = median_of(reps, restore)
+        restore_rows.append((label, med))
+    print("SQLite restore (temp file + integrity_check + rename):")
+    for name, seconds in restore_rows:
+        print("  %-44s median %8.2f s" % (name, seconds))
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+def build_postgres(cluster, megabytes):
+    uri = cluster.create_database("bench")
+    server = MlflowServer(backend_store_uri=uri).start()
+    server.stop()
+    run_ids = [uuid.uuid4().hex for _run in range(200)]
+    cluster.psql("INSERT INTO experiments (name, artifact_location, lifecycle_stage) VALUES ('bench', '/tmp', 'active')",
+                 "bench")
+    cluster.psql("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+                 "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) SELECT r, 'r', "
+                 "'LOCAL', 'bench', '', 'bench', 'FINISHED', 0, 1, '', 'active', '/tmp', "
+                 "(SELECT max(experiment_id) FROM experiments) FROM unnest(ARRAY[%s]) r"
+                 % ",".join("'%s'" % r for r in run_ids), "bench")
+    batch = 2000000
+    step = 0
+    while int(cluster.psql("SELECT pg_database_size('bench')")) < megabytes * 1024 * 1024:
+        cluster.psql("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) SELECT 'metric_' || (i %% 10), "
+                     "i / 7.0, 1700000000000 + %d, (ARRAY[%s])[1 + i %% 200], %d, false "
+                     "FROM generate_series(1, %d) i" % (step, ",".join("'%s'" % r for r in run_ids), step, batch),
+                     "bench")
+        step += 1
+    cluster.psql("VACUUM ANALYZE", "bench")
+    return uri
+
+
+def bench_postgres(root, megabytes, reps):
+    cluster = PostgresCluster().start()
+    try:
+        print("building a %d MB PostgreSQL store through MLflow's schema..." % megabytes)
+        elapsed, uri = timed(lambda: build_postgres(cluster, megabytes))
+        size = int(cluster.psql("SELECT pg_database_size('bench')"))
+        rows = int(cluster.psql("SELECT count(*) FROM metrics", "bench"))
+        print("  %.0f MB, %d metric rows (built in %.0f s)" % (size / 1048576.0, rows, elapsed))
+        store = parse_backend_store_uri(uri)
+        env = dict(os.environ, PGPASSWORD=store.password)
+        out = os.path.join(root, "pg")
+        os.makedirs(out, exist_ok=True)
+        seed_file = os.path.join(out, "mlflow_backup_seed.sql")
+
+        def seed_dump():
+            # the seed: os.system("pg_dump -U user -h host -p port db > file"), its exit status ignored
+            subprocess.run("pg_dump -U %s -h %s -p %s %s > %s" % (store.user, store.host, store.port, store.database,
+                                                                  seed_file), shell=True, env=env, check=False)
+            return seed_file
+
+        def db_backup(fmt, jobs, compression):
+            return lambda: run_backup(store, BackupOptions(out, fmt=fmt, jobs=jobs, compression=compression,
+                                                           verify="none", force=True))
+
+        def remove(value):
+            from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups  # noqa: E402
+            backups.remove_path(value["backup"]["path"])
+            backups.remove_path(value["backup"]["manifest"])
+
+        results = []
+        med, _t, _v = median_of(reps, seed_dump)
+        results.append(("seed plain pg_dump > file", med))
+        seed_size = os.path.getsize(seed_file)
+        med, _t, dir_gzip = median_of(reps, db_backup("directory", 2, "gzip"), None)
+        results.append(("db_backup directory jobs=2 (gzip)", med))
+        med, _t, dir_none = median_of(reps, db_backup("directory", 2, "none"), None)
+        results.append(("db_backup directory jobs=2 compression=none", med))
+        med, _t, custom = median_of(reps, db_backup("custom", 1, "zstd"), None)
+        results.append(("db_backup custom (zstd, streamed)", med))
+        print("PostgreSQL backup, %.0f MB database, %d reps:" % (size / 1048576.0, reps))
+        report(results, "seed plain pg_dump > file")
+        print("  sizes: seed plain %.0f MB; directory gzip %.0f MB; directory none %.0f MB; custom zstd %.0f MB" % (
+            seed_size / 1048576.0, dir_gzip["backup"]["size_bytes"] / 1048576.0,
+            dir_none["backup"]["size_bytes"] / 1048576.0, custom["backup"]["size_bytes"] / 1048576.0))
+
+        restore_rows = []
+        counter = [0]
+
+        def fresh():
+            counter[0] += 1
+            name = "restore_%d" % counter[0]
+            return name
+
+        def seed_restore():
+            name = fresh()
+            cluster.psql('CREATE DATABASE "%s" OWNER "%s"' % (name, store.user))
+            subprocess.run(["psql", "-q", "-h", store.host, "-p", str(store.port), "-U", store.user, "-d", name,
+                            "-v", "ON_ERROR_STOP=1", "-f", seed_file], env=env, check=True, capture_output=True)
+            return name
+
+        def db_restore(value, jobs):
+            return lambda: run_restore(store, value["backup"]["path"], target_database=fresh(), jobs=jobs)
+
+        cluster.psql('ALTER ROLE "%s" CREATEDB' % store.user)
+        for label, func in (("psql -f seed plain dump", seed_restore),
+                            ("db_restore directory gzip jobs=2", db_restore(dir_gzip, 2)),
+                            ("db_restore directory none jobs=2", db_restore(dir_none, 2)),
+                            ("db_restore custom zstd jobs=2", db_restore(custom, 2))):
+            med, _t, _v = median_of(reps, func)
+            restore_rows.append((label, med))
+        print("PostgreSQL restore (into a new database, row counts checked for db_restore):")
+        report(restore_rows, "psql -f seed plain dump")
+        for value in (dir_gzip, dir_none, custom):
+            remove(value)
+    finally:
+        cluster.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sqlite-mb", type=int, default=1024)
+    parser.add_argument("--pg-mb", type=int, default=1024)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    root = tempfile.mkdtemp(prefix="mlflowops-bench-backup-")
+    try:
+        if not args.skip_sqlite:
+            bench_sqlite(os.path.join(root, "sqlite"), args.sqlite_mb, args.reps)
+        if not args.skip_postgres:
+            bench_postgres(os.path.join(root, "postgres"), args.pg_mb, args.reps)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
