@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
@@ -82,7 +81,7 @@ def bench_s3(args):
         src_bucket = moto.create_bucket()
         runs = ["%032x" % index for index in range(max(1, args.small // 5))]
         keys = ["mlflow/1/%s/artifacts/f%d.txt" % (runs[i // 5], i % 5) for i in range(args.small)]
-        elapsed, _ = timed(lambda: put_many(client, src_bucket, keys, os.urandom(1024)))
+        elapsed, _value = timed(lambda: put_many(client, src_bucket, keys, os.urandom(1024)))
         print("populate: %d small objects in %.1fs" % (args.small, elapsed), flush=True)
         big_path = os.path.join(moto.root, "big.bin")
         with open(big_path, "wb") as handle:
@@ -140,7 +139,7 @@ def bench_local(args):
             dest_rsync = os.path.join(root, "rsync-%d" % rep)
             dest_ours = os.path.join(root, "ours-%d" % rep)
             subprocess.run(["sync"], check=True)
-            elapsed, _ = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
+            elapsed, _value = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
             rsync_t.append(elapsed)
             elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
             assert result.copied == args.files
@@ -153,7 +152,7 @@ def bench_local(args):
             elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
             assert result.copied == len(changed), result.copied
             inc_t.append(elapsed)
-            elapsed, _ = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
+            elapsed, _value = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
             rsync_inc_t.append(elapsed)
             print("rep %d: rsync %.2fs, ours %.2fs, incremental ours %.2fs, incremental rsync %.2fs" % (
                 rep + 1, rsync_t[-1], ours_t[-1], inc_t[-1], rsync_inc_t[-1]), flush=True)

@@ -312,14 +312,12 @@ class LocalStore(object):
         """
         if not self.exists():
             return
-        for entry in self._walk(self.root, ""):
-            yield entry
+        yield from self._walk(self.root, "")
 
     def _walk(self, directory, rel):
         for _name_key, path, key, is_dir, info in self._children(directory, rel):
             if is_dir:
-                for entry in self._walk(path, key):
-                    yield entry
+                yield from self._walk(path, key)
             else:
                 yield Entry(key, info.st_size, info.st_mtime)
 
@@ -960,4 +958,3 @@ def s3_snapshot(src, repo, transfer, policy, check_mode=False, concurrency=16, s
                 result.error(key, MaintenanceError(message))
     return result, dict(snapshot=created or previous, previous=previous, created=bool(created),
                         snapshots_kept=sorted(kept), snapshots_removed=sorted(removed))
-

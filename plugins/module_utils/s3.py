@@ -171,5 +171,4 @@ def paginate(client, operation, key, **kwargs):
     """Yield every item under ``key`` of every page of a paginated S3 listing."""
     paginator = client.get_paginator(operation)
     for page in paginator.paginate(**kwargs):
-        for item in page.get(key, []) or []:
-            yield item
+        yield from page.get(key, []) or []

@@ -192,13 +192,11 @@ def open_store(params):
 def list_store(store, experiment_ids):
     """Every object of the store (or of the experiments' folders), keys relative to the store root."""
     if not experiment_ids:
-        for entry in store.list():
-            yield entry
+        yield from store.list()
         return
     for experiment_id in experiment_ids:
         if store.kind == "s3":
-            for entry in store.list(below=experiment_id):
-                yield entry
+            yield from store.list(below=experiment_id)
         else:
             for entry in sync_utils.LocalStore(store.path(experiment_id)).list():
                 entry.key = experiment_id + "/" + entry.key

@@ -14,8 +14,8 @@ FILES = {"model/weights.bin": b"w" * 300, "metrics.json": b"{}"}
 def populate(server, s3_client=None):
     """An experiment with 4 active runs and 1 deleted one, all with artifacts."""
     experiment_id = datagen.create_experiment(server.url, "audit-%s" % uuid.uuid4().hex[:8])
-    specs = [datagen.RunSpec() for _ in range(4)] + [datagen.RunSpec(lifecycle_stage="deleted",
-                                                                     deleted_time=datagen.now_ms())]
+    specs = [datagen.RunSpec() for _index in range(4)]
+    specs.append(datagen.RunSpec(lifecycle_stage="deleted", deleted_time=datagen.now_ms()))
     run_ids = datagen.add_runs(server.url, server.backend_store_uri, experiment_id, specs)
     datagen.write_artifacts(server.artifacts_destination, experiment_id, run_ids, FILES, s3_client=s3_client)
     return experiment_id, run_ids

@@ -46,7 +46,7 @@ def source_bucket(moto_s3):
     from boto3.s3.transfer import TransferConfig
     client = moto_s3.client()
     bucket = moto_s3.create_bucket()
-    run_ids = [uuid.uuid4().hex for _ in range(OBJECTS // 5)]
+    run_ids = [uuid.uuid4().hex for _index in range(OBJECTS // 5)]
     files = dict(("file-%d.txt" % index, ("content %d " % index).encode() * 20) for index in range(5))
     written = datagen.write_artifacts("s3://%s/mlflow" % bucket, "7", run_ids, files, s3_client=client)
     assert written == OBJECTS
@@ -90,7 +90,7 @@ def play(*tasks, **kwargs):
 def small_bucket(moto_s3):
     client = moto_s3.client()
     bucket = moto_s3.create_bucket()
-    run_ids = [uuid.uuid4().hex for _ in range(10)]
+    run_ids = [uuid.uuid4().hex for _index in range(10)]
     files = dict(("f%d.txt" % index, ("small %d " % index).encode() * 10) for index in range(4))
     datagen.write_artifacts("s3://%s/mlflow" % bucket, "3", run_ids, files, s3_client=client)
     return bucket
