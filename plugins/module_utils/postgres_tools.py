@@ -210,6 +210,8 @@ def database_exists(store, connect_timeout, database):
         cur = conn.cursor()
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
         return cur.fetchone() is not None
+    except psycopg2.Error as exc:
+        raise MaintenanceError("reading pg_database failed: %s" % _scrub(exc, store))
     finally:
         conn.close()
 
@@ -218,6 +220,8 @@ def database_has_tables(store, connect_timeout, database):
     conn = connect(store, connect_timeout, database=database)
     try:
         return bool(list_tables(conn.cursor()))
+    except psycopg2.Error as exc:
+        raise MaintenanceError("listing the tables of %s failed: %s" % (database, _scrub(exc, store)))
     finally:
         conn.close()
 

@@ -318,6 +318,8 @@ def main():
         result = run_backup(store, opts, check_mode=module.check_mode, warn=module.warn)
     except MaintenanceError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="db_backup failed: %s" % exc)
     result["changed"] = bool(result["created"] or result["pruned"] or result["removed_incomplete"])
     module.exit_json(**result)
 

@@ -190,6 +190,8 @@ def main():
                              check_mode=module.check_mode)
     except MaintenanceError as exc:
         module.fail_json(msg=exc.msg, **exc.details)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="db_restore failed: %s" % exc)
     module.exit_json(**result)
 
 

@@ -113,7 +113,7 @@ def test_directory_format_idempotence_restore_safety_and_bad_inputs(postgres, tm
         ("wrong_password", "db_backup", {"backend_store_uri": wrong, "dest": str(tmp_path / "wrong")}),
         ("unreachable", "db_backup", {"backend_store_uri": unreachable, "dest": str(tmp_path / "unreach"),
                                       "connect_timeout": 3}),
-    ], verbosity=3)
+    ])
     dir1, dir2, dir_check = results["dir1"], results["dir2"], results["dir_check"]
     assert dir1["_status"] == "ok", dir1
     assert dir1["changed"] is True and dir1["backup"]["format"] == "directory"
