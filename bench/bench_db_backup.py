@@ -33,6 +33,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 from harness.services import MlflowServer, PostgresCluster  # noqa: E402  pylint: disable=wrong-import-position
 
+# pylint: disable=wrong-import-position
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups  # noqa: E402
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import (  # noqa: E402
     BackupOptions,
     run_backup,
@@ -41,6 +43,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup im
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (  # noqa: E402
     parse_backend_store_uri,
 )
+# pylint: enable=wrong-import-position
 
 
 def timed(func):
@@ -178,7 +181,7 @@ def build_postgres(cluster, megabytes):
                  "'LOCAL', 'bench', '', 'bench', 'FINISHED', 0, 1, '', 'active', '/tmp', "
                  "(SELECT max(experiment_id) FROM experiments) FROM unnest(ARRAY[%s]) r"
                  % ",".join("'%s'" % r for r in run_ids), "bench")
-    batch = 2000000
+    batch = min(2000000, max(200000, megabytes * 3000))  # about 1/3 kB a row with its indexes
     step = 0
     while int(cluster.psql("SELECT pg_database_size('bench')")) < megabytes * 1024 * 1024:
         cluster.psql("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) SELECT 'metric_' || (i %% 10), "
@@ -215,7 +218,6 @@ def bench_postgres(root, megabytes, reps):
                                                            verify="none", force=True))
 
         def remove(value):
-            from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups  # noqa: E402
             backups.remove_path(value["backup"]["path"])
             backups.remove_path(value["backup"]["manifest"])
 
