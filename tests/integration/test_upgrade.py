@@ -113,22 +113,30 @@ def play(service, check=False, **extra):
     return run_playbook(PLAYBOOK, extra_vars=extra_vars, check=check, timeout=1500)
 
 
-def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(old_server):
+@pytest.fixture(scope="module")
+def baseline(old_server):
     db_path = old_server.backend_store_uri[len("sqlite:///"):]
-    before = counts(db_path)
-    old_revision = revision(db_path)
-    assert before["runs"] == 300 and before["metrics"] == 300 * 5 * 3
+    state = dict(db_path=db_path, counts=counts(db_path), revision=revision(db_path))
+    assert state["counts"]["runs"] == 300 and state["counts"]["metrics"] == 300 * 5 * 3
+    return state
 
-    # 1. Check mode: the plan, and nothing touched.
+
+# The tests below run in this order on one server and one store; each starts where the previous left off.
+
+
+def test_1_check_mode_shows_the_plan_and_touches_nothing(old_server, baseline):
     planned = play(old_server, check=True)
     assert planned.rc == 0, planned.stdout[-3000:]
     plan = task(planned, "Pre-flight | plan")["result"]["msg"]
-    assert "%s -> %s" % (OLD_VERSION, NEW_VERSION) in plan and "migrate schema from %s" % old_revision in plan
+    assert "%s -> %s" % (OLD_VERSION, NEW_VERSION) in plan and "migrate schema from %s" % baseline["revision"] in plan
     assert not os.path.exists(os.path.join(old_server.root, "backups"))
     assert server_version(old_server.url) == OLD_VERSION
 
-    # 2. A migration that fails halfway: a table that a later migration creates is already there.
-    #    (Planted after the backup, as damage would happen during a real failed migration.)
+
+def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, baseline):
+    db_path = baseline["db_path"]
+    # A migration that fails halfway: a table that a later migration creates is already there.
+    # (Planted after the backup, as damage would happen during a real failed migration.)
     plant = "%s -c \"import sqlite3; c = sqlite3.connect('%s'); c.execute('CREATE TABLE logged_models (x INTEGER)'); c.commit()\"" % (
         sys.executable, db_path)
     failed = play(old_server, upgrade_inject_failure_command=plant)
@@ -138,38 +146,42 @@ def test_upgrade_rolls_back_a_failed_migration_then_upgrades_with_data_intact(ol
     assert "restored from" in summary and "reinstalled" in summary
     assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
     assert server_version(old_server.url) == OLD_VERSION
-    assert revision(db_path) == old_revision
-    assert counts(db_path) == before
+    assert revision(db_path) == baseline["revision"]
+    assert counts(db_path) == baseline["counts"]
     tables = [row[0] for row in sqlite3.connect(db_path).execute("SELECT name FROM sqlite_master WHERE type='table'")]
     assert "logged_models" not in tables
     runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
     assert len(runs["runs"]) == 300
 
-    # 3. The real upgrade.
+
+def test_3_upgrade_with_data_intact(old_server, baseline):
+    db_path = baseline["db_path"]
     started = time.monotonic()
     upgraded = play(old_server)
     elapsed = time.monotonic() - started
     assert upgraded.rc == 0, upgraded.stdout[-4000:]
     assert server_version(old_server.url) == NEW_VERSION
-    assert counts(db_path) == before
+    assert counts(db_path) == baseline["counts"]
     migration = task(upgraded, "Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
     assert migration["changed"] is True and migration["at_head"] is True
-    assert revision(db_path) == migration["tracking"]["head_revision"] != old_revision
+    assert revision(db_path) == migration["tracking"]["head_revision"] != baseline["revision"]
     runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
     assert len(runs["runs"]) == 300
     assert len(runs["runs"][0]["data"]["params"]) == 3
     summary = task(upgraded, "Summary")["result"]["msg"]
     assert "Downtime" in summary
-    backups = glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))
-    assert backups
+    assert not os.path.exists(os.path.join(old_server.root, "venv.pre-upgrade"))
+    assert glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))
     print("upgrade run %.1fs: %s" % (elapsed, summary))
 
-    # 4. Idempotent: nothing changes, no new backup.
+
+def test_4_rerun_changes_nothing_and_takes_no_backup(old_server):
+    backups = sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json")))
     again = play(old_server)
     assert again.rc == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
     assert "nothing to do" in task(again, "Pre-flight | plan")["result"]["msg"]
-    assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == sorted(backups)
+    assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == backups
     assert server_version(old_server.url) == NEW_VERSION
-    with open(backups[0]) as handle:
+    with open(backups[-1]) as handle:
         assert json.load(handle)
