@@ -280,6 +280,9 @@ def main():
     params = module.params
     try:
         store = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
+        if store.password:
+            # A password written inside the URI is masked in results and in the logged invocation too.
+            module.no_log_values.add(store.password)
         for name in ("min_free_ratio", "min_dead_ratio"):
             if not 0 <= params[name] <= 1:
                 raise MaintenanceError("%s must be between 0 and 1, got %s" % (name, params[name]))

@@ -61,8 +61,10 @@ def test_sqlite_vacuum_shrinks_after_mass_deletion_and_is_idempotent(sqlite_stor
     tables = dict((t["name"], t) for t in first["tables"])
     assert tables["runs"]["rows_estimate"] == RUNS - int(RUNS * 0.7)
 
-    second, _run = run_module("db_optimize", args)
+    # A password written inside the URI is masked too, even at -vvv.
+    second, run = run_module("db_optimize", args, verbosity=3)
     assert second["changed"] is False, second["plan"]
+    assert uri.split(":")[2].split("@")[0] not in run.stdout + run.stderr
     assert second["actions"] == ["quick_check"]
     # The server still works on the vacuumed store.
     from harness.services import api  # pylint: disable=import-outside-toplevel
@@ -167,8 +169,10 @@ def test_postgres_vacuum_analyze_on_dead_tuples_then_idempotent(postgres, pg_sto
                                 "optimize_pg")
     assert last_vacuum == "t"
 
-    second, _run = run_module("db_optimize", args)
+    # A password written inside the URI is masked too, even at -vvv.
+    second, run = run_module("db_optimize", args, verbosity=3)
     assert second["changed"] is False, second["plan"]
+    assert uri.split(":")[2].split("@")[0] not in run.stdout + run.stderr
 
     # VACUUM FULL and REINDEX on a chosen table, forced, with the psycopg (3) spelling of the URI.
     # The password given as db_password (the documented way) stays out of the output, even at -vvv.
