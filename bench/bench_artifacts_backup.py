@@ -98,12 +98,14 @@ def bench_s3(args):
             elapsed, count = timed(lambda: seed_copy(client, src_bucket, dest_seed, "mlflow/"))
             assert count == total, count
             seed_t.append(elapsed)
+            print("  seed copy: %.1fs" % elapsed, flush=True)
             dest_ours = moto.create_bucket()
             src = sync_utils.S3Store(ours_client, src_bucket, "mlflow")
             dst = sync_utils.S3Store(ours_client, dest_ours, "backup")
             elapsed, result = timed(lambda: ours(src, dst, params))
             assert result.copied == total, result.copied
             ours_t.append(elapsed)
+            print("  ours: %.1fs" % elapsed, flush=True)
             changed = keys[rep::100][: max(1, args.small // 100)]
             put_many(client, src_bucket, changed, os.urandom(1024))
             elapsed, result = timed(lambda: ours(src, dst, params))

@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 """artifacts_audit through Ansible against real MLflow servers: artifacts on disk and in S3."""
 
+import json
 import os
 import shutil
+import tempfile
 import uuid
 
 from harness import datagen
-from harness.runner import run_module
+from harness.runner import run_playbook
 
 FILES = {"model/weights.bin": b"w" * 300, "metrics.json": b"{}"}
 
@@ -21,7 +23,23 @@ def populate(server, s3_client=None):
     return experiment_id, run_ids
 
 
-def test_audit_local_store_finds_orphan_missing_and_deleted_runs(mlflow_sqlite):
+def play(*tasks):
+    """Run several artifacts_audit tasks in one ansible-playbook: ``(name, args[, task keywords])``."""
+    body = []
+    for task in tasks:
+        entry = {"name": task[0], "mlflowops.maintenance.artifacts_audit": task[1], "ignore_errors": True}
+        entry.update(task[2] if len(task) > 2 else {})
+        body.append(entry)
+    with tempfile.NamedTemporaryFile("w", prefix="mlflowops-play-", suffix=".json", delete=False) as handle:
+        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": body}], handle)
+    try:
+        run = run_playbook(handle.name)
+    finally:
+        os.unlink(handle.name)
+    return dict((task[0], dict(run.task(task[0])["result"], _status=run.task(task[0])["status"])) for task in tasks), run
+
+
+def test_audit_local_store_finds_orphan_missing_and_deleted_runs(mlflow_sqlite, tmp_path):
     experiment_id, run_ids = populate(mlflow_sqlite)
     root = mlflow_sqlite.artifacts_destination
     orphan = uuid.uuid4().hex
@@ -29,8 +47,14 @@ def test_audit_local_store_finds_orphan_missing_and_deleted_runs(mlflow_sqlite):
     # Artifacts deleted behind MLflow's back.
     shutil.rmtree(os.path.join(root, experiment_id, run_ids[1]))
     args = {"tracking_uri": mlflow_sqlite.url, "artifacts_destination": root, "experiment_ids": [experiment_id]}
+    removing = dict(args, remove_orphans=True)
 
-    audit, run = run_module("artifacts_audit", args)
+    results, run = play(("audit", args), ("predict", removing, {"check_mode": True}), ("remove", removing),
+                        ("again", removing), ("whole store", {"tracking_uri": mlflow_sqlite.url,
+                                                              "artifacts_destination": root}),
+                        ("bad destination", {"tracking_uri": mlflow_sqlite.url,
+                                             "artifacts_destination": str(tmp_path / "nope")}))
+    audit = results["audit"]
     assert audit["_status"] == "ok", run.stdout
     assert audit["changed"] is False
     assert audit["runs"] == 5
@@ -43,25 +67,21 @@ def test_audit_local_store_finds_orphan_missing_and_deleted_runs(mlflow_sqlite):
     assert row["objects"] == 4 * 2 + 1 and row["bytes"] == 4 * 302 + 10
     assert row["runs"] == 5 and row["deleted_runs"] == 1 and row["runs_without_artifacts"] == 1
 
-    predicted, _run = run_module("artifacts_audit", dict(args, remove_orphans=True), check=True)
-    assert predicted["changed"] is True and predicted["removed"] == 1
-    assert os.path.isdir(os.path.join(root, experiment_id, orphan))
-    removed, _run = run_module("artifacts_audit", dict(args, remove_orphans=True))
-    assert removed["changed"] is True and removed["removed"] == 1
+    # Check mode only predicts: the real removal afterwards still finds the orphan.
+    assert results["predict"]["changed"] is True and results["predict"]["removed"] == 1
+    assert results["remove"]["changed"] is True and results["remove"]["removed"] == 1
     assert not os.path.exists(os.path.join(root, experiment_id, orphan))
     assert os.path.isdir(os.path.join(root, experiment_id, run_ids[0]))
-    again, _run = run_module("artifacts_audit", dict(args, remove_orphans=True))
-    assert again["changed"] is False and again["orphan_count"] == 0
+    assert results["again"]["changed"] is False and results["again"]["orphan_count"] == 0
 
+    whole = results["whole store"]
+    assert whole["_status"] == "ok"
+    assert whole["runs"] >= 5 and experiment_id in whole["experiments"]
+    assert run_ids[4] in [item["run_id"] for item in whole["awaiting_gc"]]
 
-def test_audit_whole_store_without_scope(mlflow_sqlite):
-    experiment_id, run_ids = populate(mlflow_sqlite)
-    audit, run = run_module("artifacts_audit", {"tracking_uri": mlflow_sqlite.url,
-                                                "artifacts_destination": mlflow_sqlite.artifacts_destination})
-    assert audit["_status"] == "ok", run.stdout
-    assert audit["runs"] >= 5
-    assert experiment_id in audit["experiments"]
-    assert run_ids[4] in [item["run_id"] for item in audit["awaiting_gc"]]
+    bad = results["bad destination"]
+    assert bad["_status"] == "failed"
+    assert "is not a directory" in bad["msg"]
 
 
 def test_audit_s3_store(mlflow_pg_s3, moto_s3):
@@ -74,22 +94,16 @@ def test_audit_s3_store(mlflow_pg_s3, moto_s3):
         client.delete_object(Bucket=bucket, Key="mlflow/" + datagen.artifact_key(experiment_id, run_ids[2], key))
     args = {"tracking_uri": mlflow_pg_s3.url, "artifacts_destination": "s3://%s/mlflow" % bucket,
             "experiment_ids": [experiment_id], "endpoint_url": moto_s3.endpoint_url,
-            "aws_access_key": moto_s3.access_key, "aws_secret_key": moto_s3.secret_key, "region": moto_s3.region}
-    audit, run = run_module("artifacts_audit", dict(args, remove_orphans=True), check=True)
+            "aws_access_key": moto_s3.access_key, "aws_secret_key": moto_s3.secret_key, "region": moto_s3.region,
+            "remove_orphans": True}
+    results, run = play(("predict", args, {"check_mode": True}), ("remove", args))
+    audit = results["predict"]
     assert audit["_status"] == "ok", run.stdout
     assert [item["run_id"] for item in audit["missing"]] == [run_ids[2]]
     assert [item["folder"] for item in audit["orphans"]] == ["%s/%s" % (experiment_id, orphan)]
     assert [item["run_id"] for item in audit["awaiting_gc"]] == [run_ids[4]]
     assert audit["removed"] == 1
-    prefix = "mlflow/%s/%s/" % (experiment_id, orphan)
-    assert client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount") == 1
-    removed, _run = run_module("artifacts_audit", dict(args, remove_orphans=True))
+    removed = results["remove"]
     assert removed["changed"] is True and removed["removed"] == 1
+    prefix = "mlflow/%s/%s/" % (experiment_id, orphan)
     assert client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount") == 0
-
-
-def test_audit_bad_destination_is_a_clear_error(mlflow_sqlite, tmp_path):
-    result, _run = run_module("artifacts_audit", {"tracking_uri": mlflow_sqlite.url,
-                                                  "artifacts_destination": str(tmp_path / "nope")})
-    assert result["_status"] == "failed"
-    assert "is not a directory" in result["msg"]
