@@ -270,6 +270,11 @@ extraneous:
   returned: always
   type: list
   elements: str
+src_snapshot:
+  description: With O(src_snapshot), the name of the snapshot copied from.
+  returned: when O(src_snapshot) is set
+  type: str
+  sample: 20261128T043000Z
 counts:
   description: With O(mode=verify), the numbers of missing, different and extraneous files.
   returned: when O(mode=verify)
@@ -345,7 +350,8 @@ def run(module):
         src, snapshot_used = resolve_snapshot_source(src, params["src_snapshot"])
         label = "%s@%s" % (params["src"], snapshot_used)
 
-    out = dict(changed=False, src=params["src"], dest=params["dest"], mode=params["mode"], manifest=None)
+    # No src/dest keys in the result: AnsibleModule would add the stat of a "dest" path (mode, size...) to it.
+    out = dict(changed=False, manifest=None)
     if snapshot_used:
         out["src_snapshot"] = snapshot_used
     mode = params["mode"]
