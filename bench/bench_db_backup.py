@@ -271,7 +271,7 @@ def bench_postgres(root, megabytes, reps):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description="Benchmark db_backup and db_restore against cp and the seed.")
     parser.add_argument("--sqlite-mb", type=int, default=1024)
     parser.add_argument("--pg-mb", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=3)
