@@ -177,11 +177,14 @@ class TrackingClient:
     def post(self, path, body):
         return self.call("POST", path, json_body=body)
 
-    def paged(self, path, body, key, page_size=SEARCH_PAGE_SIZE):
-        """Yield every item of a paged search, following ``next_page_token`` to the end."""
+    def paged(self, path, body, key, page_size=SEARCH_PAGE_SIZE, method="POST"):
+        """Yield every item of a paged search, following ``next_page_token`` to the end.
+
+        ``method="GET"`` sends ``body`` as query parameters (model-versions/search only takes GET).
+        """
         body = dict(body, max_results=page_size)
         while True:
-            page = self.post(path, body)
+            page = self.post(path, body) if method == "POST" else self.get(path, **body)
             yield from page.get(key, [])
             token = page.get("next_page_token")
             if not token:
@@ -219,8 +222,9 @@ class TrackingClient:
             raise
 
     def search_model_versions(self, filter_string=""):
-        return self.paged("model-versions/search", {"filter": filter_string}, "model_versions",
-                          page_size=200)
+        body = {"filter": filter_string} if filter_string else {}
+        return self.paged("model-versions/search", body, "model_versions", page_size=SEARCH_PAGE_SIZE,
+                          method="GET")
 
     def map_concurrently(self, func, items, concurrency):
         """``bounded_parallel_map`` over this client's pooled connections."""

@@ -242,23 +242,12 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking imp
     tracking_argument_spec,
 )
 
-MODEL_VERSION_PAGE_SIZE = 1000
 FAILURES_LISTED = 50
 
 
 def registered_run_ids(client):
-    """Run ids of every registered model version (model-versions/search is a GET endpoint)."""
-    run_ids = set()
-    params = {"max_results": MODEL_VERSION_PAGE_SIZE}
-    while True:
-        page = client.get("model-versions/search", **params)
-        for version in page.get("model_versions", []):
-            if version.get("run_id"):
-                run_ids.add(version["run_id"])
-        token = page.get("next_page_token")
-        if not token:
-            return run_ids
-        params["page_token"] = token
+    """Run ids of every registered model version, all pages."""
+    return set(version["run_id"] for version in client.search_model_versions() if version.get("run_id"))
 
 
 def experiment_ids_for(client, requested):

@@ -256,7 +256,7 @@ class MlflowServer(Service):
     name = "mlflow"
 
     def __init__(self, backend_store_uri=None, artifacts_destination=None, root=None, basic_auth=False,
-                 extra_env=None, python=None, port=None):
+                 extra_env=None, python=None, port=None, workers=1):
         super().__init__(root)
         self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -267,6 +267,7 @@ class MlflowServer(Service):
         self.admin_password = "admin-" + secrets.token_hex(6)
         self.extra_env = dict(extra_env or {})
         self.python = python or sys.executable
+        self.workers = workers
 
     @property
     def sqlite_path(self):
@@ -295,7 +296,7 @@ class MlflowServer(Service):
     def start(self, timeout=180):
         argv = [self.python, "-m", "mlflow", "server", "--backend-store-uri", self.backend_store_uri,
                 "--artifacts-destination", self.artifacts_destination, "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", "1"]
+                "--port", str(self.port), "--workers", str(self.workers)]
         if self.basic_auth:
             argv += ["--app-name", "basic-auth"]
         self._spawn(argv, env=self.env())
