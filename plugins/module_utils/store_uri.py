@@ -196,6 +196,18 @@ def parse_backend_store_uri(uri, password=None):
     )
 
 
+def backend_store_from_module(module, uri_option="backend_store_uri", password_option="db_password"):
+    """Parse the module's backend-store option and mask its password everywhere Ansible reports.
+
+    A password written inside the URI is not covered by ``no_log`` on a separate option, so it is
+    added to ``module.no_log_values``: results and the logged invocation show it as ``********``.
+    """
+    store = parse_backend_store_uri(module.params[uri_option], module.params.get(password_option))
+    if store.password:
+        module.no_log_values.add(store.password)
+    return store
+
+
 def _redact_raw(uri):
     """Best-effort redaction of a URI we could not parse, for error messages."""
     text = str(uri or "")

@@ -271,7 +271,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.common impor
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import BackupOptions, run_backup
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
     backend_store_argument_spec,
-    parse_backend_store_uri,
+    backend_store_from_module,
 )
 
 
@@ -307,9 +307,7 @@ def main():
             grace = parse_duration(params["incomplete_grace"])
         except ValueError as exc:
             raise MaintenanceError("incomplete_grace: %s" % exc)
-        store = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
-        if store.password:
-            module.no_log_values.add(store.password)
+        store = backend_store_from_module(module)
         opts = BackupOptions(params["dest"], fmt=params["format"], jobs=params["jobs"],
                              compression=params["compression"], verify=params["verify"],
                              retention=params["retention"], incomplete_grace=grace, force=params["force"],

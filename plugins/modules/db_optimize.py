@@ -252,7 +252,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize 
 )
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
     backend_store_argument_spec,
-    parse_backend_store_uri,
+    backend_store_from_module,
 )
 
 
@@ -279,10 +279,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     try:
-        store = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
-        if store.password:
-            # A password written inside the URI is masked in results and in the logged invocation too.
-            module.no_log_values.add(store.password)
+        store = backend_store_from_module(module)
         for name in ("min_free_ratio", "min_dead_ratio"):
             if not 0 <= params[name] <= 1:
                 raise MaintenanceError("%s must be between 0 and 1, got %s" % (name, params[name]))

@@ -160,7 +160,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.common impor
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import run_restore
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
     backend_store_argument_spec,
-    parse_backend_store_uri,
+    backend_store_from_module,
 )
 
 
@@ -179,9 +179,7 @@ def main():
     try:
         if params["jobs"] < 1:
             raise MaintenanceError("jobs must be at least 1")
-        store = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
-        if store.password:
-            module.no_log_values.add(store.password)
+        store = backend_store_from_module(module)
         if params["target_database"] and not store.is_postgresql:
             raise MaintenanceError("target_database applies to PostgreSQL stores only")
         result = run_restore(store, params["src"], force=params["force"], keep_previous=params["keep_previous"],

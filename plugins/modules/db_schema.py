@@ -169,7 +169,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_schema im
 )
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
     backend_store_argument_spec,
-    parse_backend_store_uri,
+    backend_store_from_module,
 )
 
 
@@ -185,12 +185,9 @@ def main():
     params = dict(module.params)
     python = params.pop("python")
     try:
-        for uri, password in ((params["backend_store_uri"], params["db_password"]),
-                              (params["auth_database_uri"], params["auth_db_password"])):
-            store = parse_backend_store_uri(uri, password) if uri else None
-            if store is not None and store.password:
-                # A password written inside a URI is masked in results and in the logged invocation too.
-                module.no_log_values.add(store.password)
+        backend_store_from_module(module)
+        if params["auth_database_uri"]:
+            backend_store_from_module(module, "auth_database_uri", "auth_db_password")
         # A venv's python is a symlink to the base interpreter: compare the paths, not their targets.
         if python and os.path.normpath(os.path.abspath(python)) != os.path.normpath(sys.executable):
             result = run_in_interpreter(python, params, module.check_mode)

@@ -207,7 +207,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store imp
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import cutoff_ms
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
     backend_store_argument_spec,
-    parse_backend_store_uri,
+    backend_store_from_module,
 )
 
 
@@ -236,9 +236,7 @@ def main():
         for option in ("batch_size", "concurrency"):
             if params[option] < 1:
                 raise MaintenanceError("%s must be at least 1, got %d" % (option, params[option]))
-        backend = parse_backend_store_uri(params["backend_store_uri"], params["db_password"])
-        if backend.password:
-            module.no_log_values.add(backend.password)
+        backend = backend_store_from_module(module)
         if backend.is_sqlite and not os.path.exists(backend.path):
             raise MaintenanceError("backend store %s does not exist" % backend.redacted())
         store = GcStore(backend.sqlalchemy_url(), params["connect_timeout"])
