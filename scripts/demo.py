@@ -102,7 +102,11 @@ def main():
             "mlflow_tracking_uri": server.url,
             "mlflow_backend_store_uri": server.backend_store_uri,
             "mlflow_artifacts_destination": server.artifacts_destination,
-            "mlflow_backup_dir": os.path.join(root, "backups"),
+            "backup_dest": os.path.join(root, "backups"),
+            "backup_artifacts_src": server.artifacts_destination,
+            "cleanup_older_than": "30d",
+            "cleanup_reap_running_after": "2d",
+            "cleanup_optimize": True,
             "health_thresholds": {"cpu_percent": 100, "memory_percent": 100},
             "health_disk_paths": ["/", root],
         }}}}
