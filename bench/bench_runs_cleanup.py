@@ -95,6 +95,7 @@ def main():
     parser.add_argument("--runs", type=int, default=10000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the benchmarked servers")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -103,9 +104,9 @@ def main():
         cluster = None
         if backend == "postgresql":
             cluster = PostgresCluster().start()
-            server = MlflowServer(backend_store_uri=cluster.create_database("mlflow_bench")).start()
+            server = MlflowServer(backend_store_uri=cluster.create_database("mlflow_bench"), workers=args.workers).start()
         else:
-            server = MlflowServer().start()
+            server = MlflowServer(workers=args.workers).start()
         reader = StoreReader(server, cluster, "mlflow_bench")
         rows = []
         try:
