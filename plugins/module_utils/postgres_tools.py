@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import hashlib
 import json
 import os
@@ -204,47 +205,39 @@ def database_counts(store, connect_timeout, database):
         conn.close()
 
 
-def database_exists(store, connect_timeout, database):
-    conn = connect(store, connect_timeout, autocommit=True)
+@contextlib.contextmanager
+def _cursor(store, connect_timeout, failure, database=None, autocommit=True):
+    """A cursor on its own connection; a psycopg2 error becomes MaintenanceError("<failure>: <reason>")."""
+    conn = connect(store, connect_timeout, database=database, autocommit=autocommit)
     try:
-        cur = conn.cursor()
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-        return cur.fetchone() is not None
+        yield conn.cursor()
     except psycopg2.Error as exc:
-        raise MaintenanceError("reading pg_database failed: %s" % _scrub(exc, store))
+        raise MaintenanceError("%s: %s" % (failure, _scrub(exc, store)))
     finally:
         conn.close()
+
+
+def database_exists(store, connect_timeout, database):
+    with _cursor(store, connect_timeout, "reading pg_database failed") as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        return cur.fetchone() is not None
 
 
 def database_has_tables(store, connect_timeout, database):
-    conn = connect(store, connect_timeout, database=database)
-    try:
-        return bool(list_tables(conn.cursor()))
-    except psycopg2.Error as exc:
-        raise MaintenanceError("listing the tables of %s failed: %s" % (database, _scrub(exc, store)))
-    finally:
-        conn.close()
+    failure = "listing the tables of %s failed" % database
+    with _cursor(store, connect_timeout, failure, database=database, autocommit=False) as cur:
+        return bool(list_tables(cur))
 
 
 def create_database(store, connect_timeout, database):
-    conn = connect(store, connect_timeout, autocommit=True)
-    try:
-        conn.cursor().execute("CREATE DATABASE %s TEMPLATE template0" % quote_ident(database))
-    except psycopg2.Error as exc:
-        raise MaintenanceError("cannot create database %s (the role needs CREATEDB): %s" % (
-            database, _scrub(exc, store)))
-    finally:
-        conn.close()
+    failure = "cannot create database %s (the role needs CREATEDB)" % database
+    with _cursor(store, connect_timeout, failure) as cur:
+        cur.execute("CREATE DATABASE %s TEMPLATE template0" % quote_ident(database))
 
 
 def drop_database(store, connect_timeout, database):
-    conn = connect(store, connect_timeout, autocommit=True)
-    try:
-        conn.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(database))
-    except psycopg2.Error as exc:
-        raise MaintenanceError("cannot drop scratch database %s: %s" % (database, _scrub(exc, store)))
-    finally:
-        conn.close()
+    with _cursor(store, connect_timeout, "cannot drop scratch database %s" % database) as cur:
+        cur.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(database))
 
 
 def scratch_name(database):
