@@ -10,7 +10,6 @@ __metaclass__ = type
 import functools
 import random
 import re
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -126,13 +125,35 @@ class Stopwatch:
         return round(time.monotonic() - self.started, 3)
 
 
-class Counter:
-    """A thread-safe tally of named counts, for work done by a worker pool."""
+class DeadlineExceeded(MaintenanceError):
+    """The task's wall-clock deadline passed; ``details`` carry what was done so far."""
 
-    def __init__(self, *names):
-        self._lock = threading.Lock()
-        self.counts = dict((name, 0) for name in names)
 
-    def add(self, name, amount=1):
-        with self._lock:
-            self.counts[name] = self.counts.get(name, 0) + amount
+class Deadline:
+    """A wall-clock budget for a whole task, on top of per-request timeouts.
+
+    ``seconds`` of None or 0 means no deadline. ``remaining()`` caps a per-request timeout so that a
+    server trickling bytes cannot hold the task past its deadline; ``check(what)`` raises
+    DeadlineExceeded once the budget is spent.
+    """
+
+    def __init__(self, seconds=None, clock=time.monotonic):
+        self.seconds = float(seconds) if seconds else None
+        self._clock = clock
+        self.started = clock()
+
+    def expired(self):
+        return self.seconds is not None and self._clock() - self.started >= self.seconds
+
+    def remaining(self, cap=None):
+        """Seconds left (at least a small positive floor), or ``cap`` when there is no deadline."""
+        if self.seconds is None:
+            return cap
+        left = max(0.05, self.seconds - (self._clock() - self.started))
+        return left if cap is None else min(cap, left)
+
+    def check(self, what="the task", **details):
+        if self.expired():
+            raise DeadlineExceeded(
+                "%s stopped at its deadline of %ss; a rerun continues where it stopped" % (what, int(self.seconds)),
+                **details)
