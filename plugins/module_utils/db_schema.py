@@ -23,6 +23,7 @@ import sys
 from ansible.module_utils.six.moves.urllib.parse import quote
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow_compat import upgrade_db
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import parse_backend_store_uri
 
 TRACKING = "tracking"
@@ -246,8 +247,7 @@ def upgrade(store, kind, connect_timeout=10):
                 from mlflow.server.auth.db.utils import migrate  # pylint: disable=import-outside-toplevel
                 migrate(engine, "head")
             else:
-                from mlflow.store.db.utils import _upgrade_db  # pylint: disable=import-outside-toplevel
-                _upgrade_db(engine)
+                upgrade_db(engine)
     except Exception as exc:  # pylint: disable=broad-except
         raise MaintenanceError("MLflow's %s schema migration of %s failed: %s: %s" % (
             kind, store.redacted(), exc.__class__.__name__, _first_line(exc)))

@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+import itertools
 import os
 
 import pytest
@@ -6,23 +7,14 @@ import pytest
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError  # noqa: E402
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import (  # noqa: E402
-    ArtifactDeleter,
-    GcStore,
-    batched,
-    classify_deleted_time,
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_delete import ArtifactDeleter  # noqa: E402
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_locations import (  # noqa: E402
     mlflow_artifacts_path,
     resolve_artifact_location,
-    run_gc,
 )
-
-
-def test_classify_deleted_time():
-    assert classify_deleted_time(None, 100, False) == "undated"
-    assert classify_deleted_time(None, 100, True) == "purge"
-    assert classify_deleted_time(101, 100, False) == "young"
-    assert classify_deleted_time(100, 100, False) == "purge"
-    assert classify_deleted_time(5, None, False) == "purge"
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, DeadlineExceeded  # noqa: E402
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_job import run_gc  # noqa: E402
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import GcStore, batched  # noqa: E402
 
 
 @pytest.mark.parametrize("uri,path", [
@@ -137,8 +129,8 @@ def test_gc_carries_on_past_a_failing_run(tmp_path):
             return 1
 
     result = run_gc(store, Flaky(), batch_size=3)
-    assert result["purged_runs"] == 6 and result["failed"] == 1
-    assert result["failures"][0]["run_id"] == "r03" and "disk on fire" in result["failures"][0]["error"]
+    assert result["purged_runs"] == 6 and result["failure_count"] == 1 and not result["failures_truncated"]
+    assert result["failures"][0]["id"] == "r03" and "disk on fire" in result["failures"][0]["msg"]
     assert count(store, "SELECT count(*) FROM runs WHERE run_uuid = 'r03'") == 1
     store.close()
 
@@ -162,3 +154,31 @@ def test_not_an_mlflow_database(tmp_path):
     with pytest.raises(MaintenanceError):
         GcStore("sqlite:///%s" % path)
     assert os.path.exists(path)
+
+
+def test_gc_stops_at_its_deadline_with_what_it_did(tmp_path):
+    store = make_store(str(tmp_path / "m.db"))
+    ticks = itertools.chain([0.0, 0.0], itertools.repeat(100.0))  # start, first batch check, then past it
+    deadline = Deadline(10, clock=lambda: next(ticks))
+    with pytest.raises(DeadlineExceeded) as info:
+        run_gc(store, ArtifactDeleter(str(tmp_path)), cutoff=5000, batch_size=2, deadline=deadline)
+    # One batch of two went before the clock passed the deadline; the rows of the rest are untouched.
+    assert info.value.details["purged_runs"] == 2
+    assert count(store, "SELECT count(*) FROM runs") == 8
+    rerun = run_gc(store, ArtifactDeleter(str(tmp_path)), cutoff=5000, batch_size=2)
+    assert rerun["purged_runs"] == 4
+    store.close()
+
+
+def test_s3_client_comes_from_the_shared_factory(monkeypatch):
+    from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_delete
+    seen = {}
+
+    def fake_build_client(params, pool_size=16):
+        seen.update(params=params, pool_size=pool_size)
+        return "client"
+
+    monkeypatch.setattr(artifact_delete, "build_client", fake_build_client)
+    deleter = ArtifactDeleter("s3://b/p", s3_params={"endpoint_url": "http://127.0.0.1:9", "s3_retries": 1}, pool_size=4)
+    assert deleter.s3() == "client" and deleter.s3() == "client"
+    assert seen == {"params": {"endpoint_url": "http://127.0.0.1:9", "s3_retries": 1}, "pool_size": 4}

@@ -1,0 +1,27 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlflowops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The few private MLflow APIs the collection relies on, in one place.
+
+MLflow does not promise these across releases; when one moves, only this file changes. Importing this
+module does not import mlflow: each function imports it when called (modules that only talk to a tracking
+server never pay for it).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+def hard_delete_experiment(url, experiment_id, store_cache):
+    """Remove an experiment (no runs left) with MLflow's own store code, which knows its many child tables."""
+    if "store" not in store_cache:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # pylint: disable=import-outside-toplevel
+        store_cache["store"] = SqlAlchemyStore(url, "/nonexistent-artifact-root-for-gc")
+    store_cache["store"]._hard_delete_experiment(experiment_id)  # pylint: disable=protected-access
+
+
+def upgrade_db(engine):
+    """Run MLflow's alembic migrations of the tracking database on ``engine``."""
+    from mlflow.store.db.utils import _upgrade_db  # pylint: disable=import-outside-toplevel
+    _upgrade_db(engine)
