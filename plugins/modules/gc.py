@@ -199,11 +199,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import (
-    ArtifactDeleter,
-    GcStore,
-    run_gc,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_delete import ArtifactDeleter
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_job import run_gc
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import GcStore
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import cutoff_ms
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
     backend_store_argument_spec,
@@ -240,7 +238,8 @@ def main():
         if backend.is_sqlite and not os.path.exists(backend.path):
             raise MaintenanceError("backend store %s does not exist" % backend.redacted())
         store = GcStore(backend.sqlalchemy_url(), params["connect_timeout"])
-        deleter = ArtifactDeleter(params["artifacts_destination"], params["tracking_uri"])
+        deleter = ArtifactDeleter(params["artifacts_destination"], params["tracking_uri"], s3_params=params,
+                                  pool_size=params["concurrency"])
         result = run_gc(store, deleter, cutoff=cutoff, include_undated=params["include_undated"],
                         experiment_ids=params["experiment_ids"], run_ids=params["run_ids"],
                         batch_size=params["batch_size"], concurrency=params["concurrency"],
