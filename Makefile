@@ -3,7 +3,7 @@ VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: bootstrap demo test sanity unit integration molecule bench build clean
+.PHONY: bootstrap demo test lint sanity unit integration molecule bench build clean
 
 bootstrap:
 	@VENV=$(VENV) scripts/bootstrap.sh
@@ -13,6 +13,9 @@ demo: bootstrap
 
 test: bootstrap
 	@scripts/test.sh
+
+lint: bootstrap
+	VENV=$(VENV) scripts/lint.sh
 
 sanity: bootstrap
 	VENV=$(VENV) scripts/sanity.sh

@@ -8,7 +8,11 @@ S3 to S3 on a local moto server: SMALL small objects plus BIG objects of BIG_MB 
   - incremental: 1% of the small objects rewritten, then ours again on the same destination.
 Local to local: FILES files.
   - ``rsync -a`` into an empty directory, ours into an empty directory;
-  - incremental: 1% of the files rewritten, then ours and ``rsync -a`` again.
+  - incremental: 1% of the files rewritten, then ours and ``rsync -a`` again, each on its own earlier copy:
+    like with like, our incremental run is compared with rsync's incremental run.
+Every copy is checked afterwards (counts, and the rewritten files' bytes against the source), so a
+run that skipped the work fails instead of looking fast. The last line of the output is one JSON
+object with every figure.
 
 The engine is called in-process (module_utils), so Ansible's start-up (a few seconds) is not counted.
 Usage: .venv/bin/python bench/bench_artifacts_backup.py [--small 10000] [--big 3] [--big-mb 50]
@@ -16,6 +20,8 @@ Usage: .venv/bin/python bench/bench_artifacts_backup.py [--small 10000] [--big 3
 """
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -60,6 +66,24 @@ def ours(src, dest, params, concurrency=16):
     return result
 
 
+def sha256_file(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def assert_same_files(src, dest, names):
+    """The named files under dest hold the same bytes as under src (the copy really happened)."""
+    for name in names:
+        relative = os.path.relpath(name, src)
+        copy = os.path.join(dest, relative)
+        assert os.path.isfile(copy), "missing after the copy: %s" % copy
+        assert sha256_file(copy) == sha256_file(name), "different after the copy: %s" % copy
+
+
+def count_files(root):
+    return sum(len([f for f in files if not f.startswith(".mlflowops")]) for _d, _s, files in os.walk(root))
+
+
 def put_many(client, bucket, keys, body, concurrency=32):
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(concurrency) as pool:
@@ -76,7 +100,7 @@ def bench_s3(args):
     try:
         client = moto.client()
         params = dict(endpoint_url=moto.endpoint_url, aws_access_key=moto.access_key, aws_secret_key=moto.secret_key,
-                      region=moto.region, multipart_threshold_mb=8, multipart_chunksize_mb=8, retries=3)
+                      region=moto.region, multipart_threshold_mb=8, multipart_chunksize_mb=8, s3_retries=3)
         ours_client = s3_utils.build_client(params, pool_size=16)
         src_bucket = moto.create_bucket()
         runs = ["%032x" % index for index in range(max(1, args.small // 5))]
@@ -93,6 +117,8 @@ def bench_s3(args):
         total_bytes = args.small * 1024 + args.big * args.big_mb * MB
         print("populate: %d objects of %d MiB" % (args.big, args.big_mb), flush=True)
         seed_t, ours_t, inc_t = [], [], []
+        reader = reading_client(moto)
+        big_key = "mlflow/1/big/artifacts/model-0.bin"
         for rep in range(args.reps):
             dest_seed = moto.create_bucket()
             elapsed, count = timed(lambda: seed_copy(client, src_bucket, dest_seed, "mlflow/"))
@@ -104,12 +130,19 @@ def bench_s3(args):
             dst = sync_utils.S3Store(ours_client, dest_ours, "backup")
             elapsed, result = timed(lambda: ours(src, dst, params))
             assert result.copied == total, result.copied
+            assert sum(1 for _key in keys_of(client, dest_ours, "backup/")) == total
+            if args.big:
+                assert object_sha256(reader, dest_ours, "backup/" + big_key[len("mlflow/"):]) == object_sha256(
+                    reader, src_bucket, big_key), "the big object differs after the copy"
             ours_t.append(elapsed)
             print("  ours: %.1fs" % elapsed, flush=True)
             changed = keys[rep::100][: max(1, args.small // 100)]
             put_many(client, src_bucket, changed, os.urandom(1024))
             elapsed, result = timed(lambda: ours(src, dst, params))
             assert result.copied == len(changed), (result.copied, len(changed))
+            for key in changed[:20]:
+                assert object_sha256(reader, dest_ours, "backup/" + key[len("mlflow/"):]) == object_sha256(
+                    reader, src_bucket, key), key
             inc_t.append(elapsed)
             print("rep %d: seed %.1fs, ours %.1fs, incremental (%d changed) %.1fs" % (
                 rep + 1, seed_t[-1], ours_t[-1], len(changed), inc_t[-1]), flush=True)
@@ -118,10 +151,37 @@ def bench_s3(args):
         print("  seed sequential copy_object (paged): median %.1fs  (%.0f obj/s)" % (med(seed_t), total / med(seed_t)))
         print("  artifacts_backup (16 in flight):     median %.1fs  (%.0f obj/s)" % (med(ours_t), total / med(ours_t)))
         print("  throughput ratio ours/seed:          %.2fx" % (med(seed_t) / med(ours_t)))
-        print("  incremental rerun, 1%% changed:       median %.1fs  = %.1f%% of the full run" % (
-            med(inc_t), 100.0 * med(inc_t) / med(ours_t)))
+        print("  incremental rerun, 1%% changed:       median %.1fs  = %.1f%% of our full run "
+              "(the seed has no incremental mode)" % (med(inc_t), 100.0 * med(inc_t) / med(ours_t)))
+        return dict(s3_objects=total, s3_bytes=total_bytes, s3_reps=args.reps, s3_seed_s=round(med(seed_t), 3),
+                    s3_ours_s=round(med(ours_t), 3), s3_speedup_vs_seed=round(med(seed_t) / med(ours_t), 2),
+                    s3_incremental_changed=max(1, args.small // 100), s3_incremental_s=round(med(inc_t), 3),
+                    s3_incremental_share_of_full=round(med(inc_t) / med(ours_t), 4))
     finally:
         moto.stop()
+
+
+def keys_of(client, bucket, prefix):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"]
+
+
+def object_sha256(client, bucket, key):
+    """sha256 of the object's bytes (read back, so a truncated or skipped copy shows).
+
+    ``client`` should not validate response checksums: moto keeps a multipart source's composite CRC32
+    on a single-part CopyObject result, which botocore then rejects although the bytes are right.
+    """
+    return hashlib.sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+
+
+def reading_client(moto):
+    import boto3  # pylint: disable=import-outside-toplevel
+    from botocore.config import Config  # pylint: disable=import-outside-toplevel
+    return boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id=moto.access_key,
+                        aws_secret_access_key=moto.secret_key, region_name=moto.region,
+                        config=Config(response_checksum_validation="when_required"))
 
 
 def bench_local(args):
@@ -145,6 +205,7 @@ def bench_local(args):
             rsync_t.append(elapsed)
             elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
             assert result.copied == args.files
+            assert count_files(dest_ours) == args.files and count_files(dest_rsync) == args.files
             ours_t.append(elapsed)
             changed = names[rep::100]
             for name in changed:
@@ -156,6 +217,9 @@ def bench_local(args):
             inc_t.append(elapsed)
             elapsed, _value = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
             rsync_inc_t.append(elapsed)
+            # Both incremental runs really brought the rewritten files over.
+            assert_same_files(src, dest_ours, changed)
+            assert_same_files(src, dest_rsync, changed)
             print("rep %d: rsync %.2fs, ours %.2fs, incremental ours %.2fs, incremental rsync %.2fs" % (
                 rep + 1, rsync_t[-1], ours_t[-1], inc_t[-1], rsync_inc_t[-1]), flush=True)
             shutil.rmtree(dest_rsync)
@@ -163,9 +227,14 @@ def bench_local(args):
         print("\nlocal->local: %d files of 4 KiB, %d repetitions" % (args.files, args.reps))
         print("  rsync -a:               median %.2fs" % med(rsync_t))
         print("  artifacts_backup:       median %.2fs  (ratio ours/rsync time %.2f)" % (med(ours_t), med(ours_t) / med(rsync_t)))
-        print("  incremental (1%%) ours:  median %.2fs  = %.1f%% of rsync's full copy" % (
-            med(inc_t), 100.0 * med(inc_t) / med(rsync_t)))
         print("  incremental (1%%) rsync: median %.2fs" % med(rsync_inc_t))
+        print("  incremental (1%%) ours:  median %.2fs  (ratio ours/rsync incremental time %.2f)" % (
+            med(inc_t), med(inc_t) / med(rsync_inc_t)))
+        return dict(local_files=args.files, local_reps=args.reps, local_rsync_s=round(med(rsync_t), 3),
+                    local_ours_s=round(med(ours_t), 3), local_ratio_ours_to_rsync=round(med(ours_t) / med(rsync_t), 3),
+                    local_incremental_changed=len(names[0::100]), local_rsync_incremental_s=round(med(rsync_inc_t), 3),
+                    local_ours_incremental_s=round(med(inc_t), 3),
+                    local_incremental_ratio_ours_to_rsync=round(med(inc_t) / med(rsync_inc_t), 3))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -180,12 +249,15 @@ def main():
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--skip-local", action="store_true")
     args = parser.parse_args()
+    figures = dict(load_average_start=os.getloadavg()[0])
     print("load average at start: %s" % (os.getloadavg(),), flush=True)
     if not args.skip_local:
-        bench_local(args)
+        figures.update(bench_local(args))
     if not args.skip_s3:
-        bench_s3(args)
+        figures.update(bench_s3(args))
+    figures["load_average_end"] = os.getloadavg()[0]
     print("load average at end: %s" % (os.getloadavg(),))
+    print(json.dumps(figures, sort_keys=True))
 
 
 if __name__ == "__main__":

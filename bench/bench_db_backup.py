@@ -12,11 +12,13 @@ compared: the seed's plain ``pg_dump > file``, db_backup with format directory +
 custom format; restore times for each (the seed has no restore: ``psql -f`` of its plain dump).
 
 Page cache is warm for every candidate (the store is read once before timing). Medians of --reps runs.
+The last line of the output is one JSON object with every figure (seconds, medians).
 
     .venv/bin/python bench/bench_db_backup.py --sqlite-mb 1024 --pg-mb 1024 --reps 3
 """
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -38,8 +40,8 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils import backu
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import (  # noqa: E402
     BackupOptions,
     run_backup,
-    run_restore,
 )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_restore import run_restore  # noqa: E402
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (  # noqa: E402
     parse_backend_store_uri,
 )
@@ -62,8 +64,20 @@ def median_of(reps, func, cleanup=None):
     return statistics.median(times), times, value
 
 
-def report(rows, baseline):
+FIGURES = {}
+
+
+def record(section, rows, baseline=None):
+    """Keep a table's medians (and ratios to the baseline) for the JSON line printed at the end."""
+    base = dict(rows)[baseline] if baseline else None
+    FIGURES[section] = dict((name, dict(median_s=round(seconds, 3), **(
+        {"ratio_to_baseline": round(seconds / base, 3), "baseline": baseline} if base else {}))) for name, seconds in rows)
+
+
+def report(rows, baseline, section=None):
     base = dict(rows)[baseline]
+    if section:
+        record(section, rows, baseline)
     for name, seconds in rows:
         print("  %-44s median %8.2f s   %5.2fx %s" % (name, seconds, seconds / base, baseline))
 
@@ -146,7 +160,9 @@ def bench_sqlite(root, megabytes, reps):
     rows_out.append(("db_backup compression=zstd verify=none", med))
     zstd_size = kept["backup"]["size_bytes"]
     print("SQLite backup, %.0f MB store, %d reps:" % (size / 1048576.0, reps))
-    report(rows_out, "cp (physical limit)")
+    report(rows_out, "cp (physical limit)", "sqlite_backup")
+    FIGURES["sqlite_store_bytes"] = size
+    FIGURES["sqlite_zstd_backup_bytes"] = zstd_size
     print("  zstd backup size: %.0f MB (%.1f%% of the store)" % (zstd_size / 1048576.0, 100.0 * zstd_size / size))
     plain = run_backup(store, BackupOptions(os.path.join(root, "plain"), compression="none", verify="none",
                                             force=True))["backup"]["path"]
@@ -158,11 +174,13 @@ def bench_sqlite(root, megabytes, reps):
         def restore(src=src, target=target):
             if os.path.exists(target):
                 os.unlink(target)
-            return run_restore(parse_backend_store_uri("sqlite:///" + target), src, force=True, keep_previous=False)
+            return run_restore(parse_backend_store_uri("sqlite:///" + target), src, force=True, keep_previous=False,
+                               allow_other_store=True)
 
         med, _times, _v = median_of(reps, restore)
         restore_rows.append((label, med))
     print("SQLite restore (temp file + integrity_check + rename):")
+    record("sqlite_restore", restore_rows)
     for name, seconds in restore_rows:
         print("  %-44s median %8.2f s" % (name, seconds))
 
@@ -232,7 +250,7 @@ def bench_postgres(root, megabytes, reps):
         med, _t, custom = median_of(reps, db_backup("custom", 1, "zstd"), None)
         results.append(("db_backup custom (zstd, streamed)", med))
         print("PostgreSQL backup, %.0f MB database, %d reps:" % (size / 1048576.0, reps))
-        report(results, "seed plain pg_dump > file")
+        report(results, "seed plain pg_dump > file", "postgres_backup")
         print("  sizes: seed plain %.0f MB; directory gzip %.0f MB; directory none %.0f MB; custom zstd %.0f MB" % (
             seed_size / 1048576.0, dir_gzip["backup"]["size_bytes"] / 1048576.0,
             dir_none["backup"]["size_bytes"] / 1048576.0, custom["backup"]["size_bytes"] / 1048576.0))
@@ -253,7 +271,8 @@ def bench_postgres(root, megabytes, reps):
             return name
 
         def db_restore(value, jobs):
-            return lambda: run_restore(store, value["backup"]["path"], target_database=fresh(), jobs=jobs)
+            return lambda: run_restore(store, value["backup"]["path"], target_database=fresh(), jobs=jobs,
+                                       allow_other_store=True)
 
         cluster.psql('ALTER ROLE "%s" CREATEDB' % store.user)
         for label, func in (("psql -f seed plain dump", seed_restore),
@@ -263,7 +282,7 @@ def bench_postgres(root, megabytes, reps):
             med, _t, _v = median_of(reps, func)
             restore_rows.append((label, med))
         print("PostgreSQL restore (into a new database, row counts checked for db_restore):")
-        report(restore_rows, "psql -f seed plain dump")
+        report(restore_rows, "psql -f seed plain dump", "postgres_restore")
         for value in (dir_gzip, dir_none, custom):
             remove(value)
     finally:
@@ -286,6 +305,9 @@ def main():
             bench_postgres(os.path.join(root, "postgres"), args.pg_mb, args.reps)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    FIGURES.update(reps=args.reps, sqlite_mb=None if args.skip_sqlite else args.sqlite_mb,
+                   pg_mb=None if args.skip_postgres else args.pg_mb)
+    print(json.dumps(FIGURES, sort_keys=True))
 
 
 if __name__ == "__main__":

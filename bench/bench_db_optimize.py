@@ -9,10 +9,15 @@
    then deletes --free of the runs with all their rows (as gc does), leaving that share of pages free.
 2. For --repeat rounds, on fresh copies of that store: ``sqlite3 DB 'VACUUM'`` (the limit), the
    db_optimize work in-process (module_utils, what the module runs), and the db_optimize module
-   through ansible-playbook (including Ansible's start-up). Prints medians and ratios.
+   through ansible-playbook (including Ansible's start-up). Prints medians and ratios. After every
+   trial the file itself is checked (by SQLite, not by the module's report): VACUUM must have run,
+   the free pages must be gone and the file must have shrunk like the CLI's VACUUM shrinks it, so a
+   db_optimize that skips the work fails the benchmark instead of looking fast.
 3. Upgrade downtime: a fresh copy served by MLflow 2.12.2, upgraded to the installed MLflow by the
    upgrade role (command service step); downtime = stop to healthy, split into stop, migration and
    start-to-healthy, from the role's own timestamps.
+
+The last line of the output is one JSON object with every figure.
 """
 
 import argparse
@@ -117,23 +122,53 @@ def timed(func):
     return time.monotonic() - started, out
 
 
+def pages(path):
+    """(page_count, freelist_count, page_size) as SQLite itself reads the file."""
+    connection = sqlite3.connect(path)
+    try:
+        return tuple(connection.execute("PRAGMA %s" % name).fetchone()[0]
+                     for name in ("page_count", "freelist_count", "page_size"))
+    finally:
+        connection.close()
+
+
+def assert_vacuumed(path, master_bytes, master_free_pages, cli_bytes, who):
+    """The file really was vacuumed: no free pages left and the size the CLI's VACUUM reaches (within 2%)."""
+    page_count, freelist, page_size = pages(path)
+    size = os.path.getsize(path)
+    assert master_free_pages > 0, "the master store has no free pages: nothing to measure"
+    assert freelist == 0, "%s: %d free pages left, VACUUM did not run" % (who, freelist)
+    assert size == page_count * page_size, (who, size, page_count, page_size)
+    assert size <= master_bytes - (master_free_pages * page_size) * 0.9, (
+        "%s: the file did not shrink (%d bytes, master %d)" % (who, size, master_bytes))
+    if cli_bytes is not None:
+        assert abs(size - cli_bytes) <= 0.02 * cli_bytes, "%s: %d bytes, the CLI's VACUUM %d" % (who, size, cli_bytes)
+    return size
+
+
 def bench_optimize(master, work, repeat):
     copy = os.path.join(work, "trial.db")
     cli, direct, module = [], [], []
-    sizes = {}
+    sizes = {"before": os.path.getsize(master)}
+    _pages, master_free, _size = pages(master)
+    sizes["free_pages_before"] = master_free
     for _i in range(repeat):
         fresh_copy(master, copy)
         seconds, _done = timed(lambda: subprocess.run(["sqlite3", copy, "VACUUM"], check=True))
         cli.append(seconds)
-        sizes["cli_after"] = os.path.getsize(copy)
+        sizes["cli_after"] = assert_vacuumed(copy, sizes["before"], master_free, None, "sqlite3 CLI")
         fresh_copy(master, copy)
         seconds, result = timed(lambda: optimize_sqlite(copy, min_free_bytes=1024 * 1024))
         direct.append(seconds)
-        sizes["direct_after"] = result["size_after"]
+        assert "vacuum" in result["actions"], result["actions"]
+        sizes["direct_after"] = assert_vacuumed(copy, sizes["before"], master_free, sizes["cli_after"], "in-process")
+        assert sizes["direct_after"] == result["size_after"], (sizes["direct_after"], result["size_after"])
         sizes["actions"] = result["actions"]
         fresh_copy(master, copy)
         seconds, (result, _run) = timed(lambda: run_module("db_optimize", {"backend_store_uri": "sqlite:///%s" % copy}))
         assert result["_status"] == "ok", result
+        assert result["changed"] is True and "vacuum" in result["actions"], result
+        sizes["ansible_after"] = assert_vacuumed(copy, sizes["before"], master_free, sizes["cli_after"], "ansible")
         module.append(seconds)
     os.remove(copy)
     cli_median = statistics.median(cli)
@@ -142,7 +177,7 @@ def bench_optimize(master, work, repeat):
         db_optimize_ansible_s=[round(x, 2) for x in module], median_cli_s=round(cli_median, 2),
         median_inprocess_s=round(statistics.median(direct), 2), median_ansible_s=round(statistics.median(module), 2),
         ratio_inprocess=round(statistics.median(direct) / cli_median, 3),
-        ratio_ansible=round(statistics.median(module) / cli_median, 3), sizes=sizes)
+        ratio_ansible=round(statistics.median(module) / cli_median, 3), sizes=sizes, vacuum_verified=True)
 
 
 def bench_upgrade(master, work):
@@ -211,7 +246,7 @@ def main():
     if not args.skip_upgrade:
         report["upgrade"] = bench_upgrade(master, args.work)
         print(json.dumps(report["upgrade"]), flush=True)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ a baseline that imports mlflow and uses MlflowClient.
 3. Times one module run in a fresh interpreter, as Ansible runs it (server_info with its JSON args),
    against the baseline in a fresh interpreter: ``import mlflow``, MlflowClient.search_experiments,
    GET /health and /version, psutil resources. Reports medians and the ratio (target < 0.30).
+4. Per-task time through ansible-playbook: a small callback plugin (written to a temp directory and
+   enabled for the playbook runs of step 2) records, per host, when each task started and ended on
+   that host; reports the median per-host time of every task of the role (the server_info task is
+   what step 3 times outside Ansible).
+The last line of the output is one JSON object with every figure.
 """
 
 import argparse
@@ -24,7 +29,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from harness.runner import collections_path, run_playbook  # noqa: E402  pylint: disable=wrong-import-position
+from harness.runner import CALLBACK_DIR, collections_path, run_playbook  # noqa: E402  pylint: disable=wrong-import-position
 from harness.services import MlflowServer  # noqa: E402  pylint: disable=wrong-import-position
 
 BASELINE = r"""
@@ -39,6 +44,78 @@ version = requests.get(uri + "/version", timeout=10).text
 print(json.dumps(dict(health=health, version=version, cpu=psutil.cpu_percent(interval=0.2),
                       memory=psutil.virtual_memory().percent, disk=psutil.disk_usage("/").percent)))
 """
+
+
+TASK_TIMER = r'''
+# Bench-only callback: per-host start and end of every task, one JSON line each, to $MLFLOWOPS_TASK_TIMES.
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "task_timer"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super(CallbackModule, self).__init__(*args, **kwargs)
+        self.started = {}
+
+    def v2_runner_on_start(self, host, task):
+        self.started[(host.get_name(), task._uuid)] = time.time()
+
+    def _done(self, result, status):
+        key = (result._host.get_name(), result._task._uuid)
+        started = self.started.pop(key, None)
+        if started is None:
+            return
+        with open(os.environ["MLFLOWOPS_TASK_TIMES"], "a") as handle:
+            handle.write(json.dumps(dict(host=key[0], task=result._task.get_name(), action=result._task.action,
+                                         status=status, seconds=time.time() - started)) + "\n")
+
+    def v2_runner_on_ok(self, result):
+        self._done(result, "ok")
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._done(result, "failed")
+
+    def v2_runner_on_skipped(self, result):
+        self._done(result, "skipped")
+'''
+
+
+def task_timer_env(workdir):
+    """Environment for run_playbook that adds the task_timer callback next to the harness's result_file."""
+    plugins = os.path.join(workdir, "callback_plugins")
+    os.makedirs(plugins, exist_ok=True)
+    with open(os.path.join(plugins, "task_timer.py"), "w") as handle:
+        handle.write(TASK_TIMER)
+    times = os.path.join(workdir, "task-times.jsonl")
+    return times, {"ANSIBLE_CALLBACK_PLUGINS": os.pathsep.join([CALLBACK_DIR, plugins]),
+                   "ANSIBLE_CALLBACKS_ENABLED": "result_file,task_timer", "MLFLOWOPS_TASK_TIMES": times}
+
+
+def per_task_medians(path):
+    """{task name: {median per-host seconds, hosts timed, status counts}} from the task_timer lines."""
+    by_task = {}
+    with open(path) as handle:
+        for line in handle:
+            entry = json.loads(line)
+            by_task.setdefault(entry["task"], []).append(entry)
+    out = {}
+    for task, entries in by_task.items():
+        ran = [e["seconds"] for e in entries if e["status"] != "skipped"]
+        out[task] = dict(action=entries[0]["action"], median_s_per_host=round(statistics.median(ran), 3) if ran else None,
+                         max_s_per_host=round(max(ran), 3) if ran else None,
+                         results=len(entries), skipped=sum(1 for e in entries if e["status"] == "skipped"))
+    return out
 
 
 def timed(argv, env=None):
@@ -73,11 +150,17 @@ def main():
         extra = {"health_thresholds": {"cpu_percent": 100, "memory_percent": 100, "disk_percent": 100,
                                        "latency_ms": 60000}}
         play_times = []
+        times_file, timer_env = task_timer_env(workdir)
         for _round in range(args.repeat):
-            run = run_playbook(playbook, inventory=inventory, extra_vars=extra, forks=args.forks)
+            run = run_playbook(playbook, inventory=inventory, extra_vars=extra, forks=args.forks, env=timer_env)
             if run.rc != 0:
                 raise RuntimeError(run.stdout[-3000:])
+            probes = [r for r in run.records if r["action"].endswith("server_info")]
+            assert len(probes) == args.hosts and all(r["result"].get("healthy") for r in probes), run.stdout[-3000:]
             play_times.append(run.duration)
+        tasks = per_task_medians(times_file)
+        probe_task = [name for name, figures in tasks.items() if figures["action"].endswith("server_info")]
+        assert probe_task and tasks[probe_task[0]]["results"] == args.hosts * args.repeat, tasks
 
         env = dict(os.environ, PYTHONPATH=collections_path())
         args_file = os.path.join(workdir, "args.json")
@@ -99,6 +182,10 @@ def main():
         play = statistics.median(play_times)
         module = statistics.median(module_times)
         baseline = statistics.median(baseline_times)
+        probe = tasks[probe_task[0]]["median_s_per_host"]
+        for name, figures in sorted(tasks.items()):
+            print("task %-60s median %.3f s per host (%d results, %d skipped)" % (
+                name, figures["median_s_per_host"] or 0.0, figures["results"], figures["skipped"]))
         print(json.dumps({
             "hosts": args.hosts, "forks": args.forks, "servers": args.servers, "repeat": args.repeat,
             "playbook_wall_s_median": round(play, 2),
@@ -107,7 +194,10 @@ def main():
             "baseline_mlflowclient_s_median": round(baseline, 3),
             "module_over_baseline": round(module / baseline, 3),
             "target": "< 0.30",
-        }, indent=2))
+            "server_info_task_s_per_host_median": probe,
+            "server_info_task_over_module_run": round(probe / module, 3) if probe else None,
+            "per_task": tasks,
+        }, sort_keys=True))
     finally:
         for server in servers:
             server.stop()

@@ -133,6 +133,7 @@ def main():
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2)
+    print(json.dumps(figures, sort_keys=True))
 
 
 if __name__ == "__main__":

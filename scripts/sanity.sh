@@ -11,11 +11,7 @@ for name in get_pip_24_2.py get_pip_25_1.py get_pip_25_0.py; do
 done
 work=$(mktemp -d "${TMPDIR:-/tmp}/mlflowops-sanity.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-dest=$work/ansible_collections/mlflowops/maintenance
-mkdir -p "$dest"
-cd "$repo"
-git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$dest/" 2>/dev/null || true
+dest=$("$repo/scripts/collection_tree.sh" "$work") || exit 1
 cd "$dest"
-git init -q && git add -A >/dev/null 2>&1
 export PATH="$venv/bin:$PATH"
 ansible-test sanity --venv --python 3.11 --color no "$@"

@@ -8,7 +8,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Options of every module that opens the backend store (database) directly.
+    # The stores family: the MLflow server's backend store and artifact root. Accepted by every module of the
+    # mlflow action group, used by those that open the store directly (each module's notes say which).
     DOCUMENTATION = r"""
 options:
   backend_store_uri:
@@ -16,19 +17,27 @@ options:
       - The tracking server's backend store, as given to C(mlflow server --backend-store-uri).
       - C(sqlite:////absolute/path/mlflow.db), C(postgresql://user:password@host:5432/mlflow),
         C(postgresql+psycopg2://...) and C(postgresql+psycopg://...) are accepted.
-      - A password inside the URI is never shown in results, logs or process arguments.
+      - The password may be written percent-encoded in the user information (C(user:p%23ss@host)) or as a
+        C(?password=) query parameter; in every form it is never shown in results, logs, messages or
+        process arguments.
+      - Required by the modules that open the backend store; they fail before doing anything when it is unset.
       - If not set, the value of the E(MLFLOW_BACKEND_STORE_URI) environment variable is used.
     type: str
-    required: true
   db_password:
     description:
       - PostgreSQL password; overrides one given inside O(backend_store_uri).
       - Handed to PostgreSQL tools through a temporary 0600 C(PGPASSFILE), never on the command line.
       - If not set, the value of the E(PGPASSWORD) environment variable is used.
     type: str
-  connect_timeout:
+  db_connect_timeout:
     description:
-      - Seconds to wait for a PostgreSQL connection.
+      - Seconds to wait for a PostgreSQL connection (C(0) waits as long as libpq does).
+      - Formerly called C(connect_timeout).
     type: int
     default: 10
+  artifacts_destination:
+    description:
+      - The tracking server's artifact root, as given to C(mlflow server --artifacts-destination), a local
+        directory (or C(file://) URL) or C(s3://bucket/prefix).
+    type: str
 """

@@ -8,7 +8,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Options of every module that reads or writes S3 (or an S3-compatible store).
+    # The S3 family: accepted by every module of the mlflow action group, used by those that read or write
+    # S3 or an S3-compatible store (each module's notes say whether it uses or ignores them).
     DOCUMENTATION = r"""
 options:
   endpoint_url:
@@ -47,20 +48,23 @@ options:
       - Whether to verify the S3 endpoint's TLS certificate.
     type: bool
     default: true
-  connect_timeout:
+  s3_connect_timeout:
     description:
       - Seconds to wait for a connection to the S3 endpoint.
+      - Formerly called C(connect_timeout).
     type: float
     default: 10
-  read_timeout:
+  s3_read_timeout:
     description:
       - Seconds to wait for the S3 endpoint to answer on an open connection.
+      - Formerly called C(read_timeout).
     type: float
     default: 60
-  retries:
+  s3_retries:
     description:
       - How many times to retry a failed request (botocore's standard retry mode) and, on top, a whole
         object transfer that failed on the network or with an HTTP 5xx, with jittered exponential backoff.
+      - Formerly called C(retries).
     type: int
     default: 3
   multipart_threshold_mb:
@@ -75,6 +79,4 @@ options:
         compared with a multipart ETag.
     type: int
     default: 8
-requirements:
-  - boto3 >= 1.28
 """

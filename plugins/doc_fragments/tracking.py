@@ -8,15 +8,18 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Options of every module that talks to a tracking server's REST API.
+    # The tracking family: accepted by every module of the mlflow action group, used by those that talk
+    # to a tracking server's REST API (each module's notes say whether it uses or ignores them).
     DOCUMENTATION = r"""
 options:
   tracking_uri:
     description:
       - Base address of the MLflow tracking server, for example C(https://mlflow.example.com).
       - If not set, the value of the E(MLFLOW_TRACKING_URI) environment variable is used.
+      - Required by the modules that talk to a tracking server; they fail before doing anything when it is unset.
+      - Credentials written in the address (C(https://user:password@host)) are used for HTTP basic
+        authentication (O(username) and O(password) take precedence) and are never shown in results or messages.
     type: str
-    required: true
   username:
     description:
       - User name for HTTP basic authentication (for example the C(basic-auth) app).
@@ -44,14 +47,23 @@ options:
   timeout:
     description:
       - Seconds to wait for each HTTP connection and response before giving up on that request.
+      - The whole task is bounded by O(deadline) on top of this.
     type: float
     default: 30
   retries:
     description:
-      - How many times to retry a request that failed to connect or got HTTP 429 or 5xx,
-        with jittered exponential backoff between attempts.
+      - How many times to retry a tracking server request that failed to connect or got HTTP 429 or 5xx,
+        with jittered exponential backoff between attempts. S3 requests use O(s3_retries).
     type: int
     default: 3
-requirements:
-  - requests >= 2.25
+  workspace:
+    description:
+      - The MLflow workspace to act in, sent as the C(X-MLFLOW-WORKSPACE) header on every request, for servers
+        started with C(--enable-workspaces). Unset means the server's default workspace (no header).
+      - Most modules take one workspace. M(mlflowops.maintenance.traces_cleanup),
+        M(mlflowops.maintenance.logged_models_cleanup) and M(mlflowops.maintenance.gc) also take a list, or V(all)
+        for every workspace; on a server (or store) without workspaces they fail before any change.
+      - Falls back to the E(MLFLOW_WORKSPACE) environment variable.
+    type: list
+    elements: str
 """

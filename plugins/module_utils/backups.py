@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import datetime
 import errno
 import gzip
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
 try:
@@ -176,45 +178,134 @@ def _drain(proc, sink, what, timeout):
             proc.wait()
 
 
-# ---------------------------------------------------------------- atomic files
+# ---------------------------------------------------------------- atomic files (fsutil; names kept for importers)
 
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
+fsync_dir = fsutil.fsync_dir
+fsync_tree = fsutil.fsync_tree
+atomic_rename = fsutil.atomic_rename
+write_json_atomic = fsutil.write_json_atomic
+remove_path = fsutil.remove_path
+file_sha256 = fsutil.file_sha256
+open_private = fsutil.open_private
+makedirs_private = fsutil.makedirs_private
+
+
+def dir_mode_for(file_mode):
+    """The directory mode that goes with a file mode: each read bit also grants search (0600 -> 0700)."""
+    return file_mode | ((file_mode & 0o444) >> 2) | 0o700
+
+
+def parse_mode(value, option="mode"):
+    """A file mode from an option: None, an int (YAML 0640 arrives as 416) or an octal string (``"0640"``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise MaintenanceError("%s must be an octal file mode like '0600', not %r" % (option, value))
+    if isinstance(value, int):
+        mode = value
+    else:
+        text = str(value).strip()
+        if not re.match(r"^0?[0-7]{3,4}$", text):
+            raise MaintenanceError("%s must be an octal file mode like '0600', not %r" % (option, value))
+        mode = int(text, 8)
+    if mode < 0 or mode > 0o7777:
+        raise MaintenanceError("%s %r is not a file mode" % (option, value))
+    return mode
+
+
+@contextlib.contextmanager
+def private_umask(mask=0o077):
+    """Files created meanwhile (also by child processes such as pg_dump) are private to the owner."""
+    old = os.umask(mask)
     try:
-        os.fsync(fd)
+        yield
     finally:
-        os.close(fd)
+        os.umask(old)
 
 
-def fsync_tree(path):
-    """fsync every file and directory under ``path`` (a pg_dump directory-format backup)."""
-    for root, _dirs, files in os.walk(path):
+def chmod_tree(path, file_mode, dir_mode):
+    """Give a directory-format backup (pg_dump --format=directory) the backup's modes; never follows links."""
+    for root, dirs, files in os.walk(path):
         for name in files:
-            with open(os.path.join(root, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        fsync_dir(root)
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, file_mode)
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, dir_mode)
+    os.chmod(path, dir_mode)
 
 
-def atomic_rename(temp_path, final_path):
-    os.rename(temp_path, final_path)
-    fsync_dir(os.path.dirname(final_path) or ".")
+# ---------------------------------------------------------------- store identity
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
 
 
-def write_json_atomic(path, data):
-    temp = path + PARTIAL_SUFFIX
-    with open(temp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    atomic_rename(temp, path)
+def validate_prefix(prefix):
+    """A prefix is one plain file-name component: no separator, no leading dot, nothing like ``..``."""
+    text = "" if prefix is None else str(prefix)
+    if not _PREFIX_RE.match(text) or ".." in text:
+        raise MaintenanceError("prefix %r is not allowed: use letters, digits, '.', '_', '+' or '-' (at most 100, "
+                               "starting with a letter or digit, no '/' and no '..')" % (prefix,))
+    return text
 
 
-def remove_path(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+def store_identity(store, prefix=None):
+    """Who a backup belongs to: engine, location (no user, no password) and, for db_backup, the prefix.
+
+    SQLite: the resolved real path of the database file, so two spellings of one file (a symlink, ``..``)
+    are one store. PostgreSQL: host (or socket directory), port (5432 when not given) and database; the
+    user is not part of it (two roles see the same database) and the password never is.
+    """
+    if store.is_sqlite:
+        location = "sqlite:///%s" % os.path.realpath(store.path)
+    else:
+        host = (store.socket_host or "localhost").lower()
+        location = "postgresql://%s:%d/%s" % (host, int(store.port or 5432), store.database or "")
+    identity = dict(engine=store.engine, location=location)
+    if prefix is not None:
+        identity["prefix"] = prefix
+    return identity
+
+
+def manifest_identity(manifest):
+    """The ``store`` identity a manifest records, or None (a backup written before identities were recorded)."""
+    ident = (manifest or {}).get("store")
+    if isinstance(ident, dict) and ident.get("engine") and ident.get("location"):
+        return ident
+    return None
+
+
+def same_store(manifest, identity, match_prefix=True):
+    """True only when the manifest records exactly this store (and, with ``match_prefix``, this prefix).
+
+    A manifest without an identity is never the same store: retention never prunes it and restore never
+    picks it, unless the user says so explicitly.
+    """
+    recorded = manifest_identity(manifest)
+    if recorded is None:
+        return False
+    if recorded.get("engine") != identity.get("engine") or recorded.get("location") != identity.get("location"):
+        return False
+    if match_prefix and recorded.get("prefix") != identity.get("prefix"):
+        return False
+    return True
+
+
+def describe_identity(identity):
+    if not identity:
+        return "an unknown store (no identity in its manifest)"
+    text = "%s store %s" % (identity.get("engine"), identity.get("location"))
+    if identity.get("prefix"):
+        text += " (prefix %s)" % identity["prefix"]
+    return text
+
+
+def name_prefix(name):
+    """The prefix a backup name was written with (``mlflow-prod`` for ``mlflow-prod-sqlite-<time>.db``), or None."""
+    match = _NAME_RE.match(name)
+    return match.group("prefix") if match else None
 
 
 def path_size(path):
@@ -235,17 +326,6 @@ def path_mtime(path):
 
 
 # ---------------------------------------------------------------- checksums
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            data = handle.read(CHUNK)
-            if not data:
-                break
-            digest.update(data)
-    return digest.hexdigest()
-
 
 def tree_digest(file_hashes):
     """One sha256 for a directory backup: over sorted ``"<sha256>  <relative path>\\n"`` lines."""
@@ -325,13 +405,14 @@ def list_backups(directory, prefix=None, verify_checksums=False):
 
     Each item: ``name``, ``path``, ``manifest_path``, ``status`` (``complete``, ``incomplete`` or
     ``corrupt``), ``reason``, ``manifest`` (dict or None), ``created_at`` (datetime or None), ``mtime``.
-    Only names starting with ``<prefix>-`` are considered when ``prefix`` is given.
+    With ``prefix``, only entries written with exactly that prefix are considered (``mlflow`` does not
+    match ``mlflow-prod-sqlite-...``); a manifest that records another prefix does not match either.
     """
     if not os.path.isdir(directory):
         return []
     names = sorted(os.listdir(directory))
     if prefix:
-        names = [n for n in names if n.startswith(prefix + "-")]
+        names = [n for n in names if name_prefix(n) == prefix]
     items = []
     claimed = set()
     for name in names:
@@ -350,6 +431,10 @@ def list_backups(directory, prefix=None, verify_checksums=False):
             continue
         item["manifest"] = manifest
         item["created_at"] = parse_iso(manifest["created_at"])
+        recorded = manifest_identity(manifest)
+        if prefix and recorded is not None and recorded.get("prefix") not in (None, prefix):
+            claimed.update([name, entry_name])
+            continue
         if manifest["file"] != entry_name:
             item.update(status="corrupt", reason="manifest names %s, not %s" % (manifest["file"], entry_name))
         elif not os.path.exists(item["path"]):
@@ -404,7 +489,7 @@ def public_item(item):
         format=manifest.get("format"), compression=manifest.get("compression"),
         size_bytes=manifest.get("size_bytes"), sha256=manifest.get("sha256"),
         schema_revision=manifest.get("schema_revision"), source=manifest.get("source"),
-        manifest=item.get("manifest"),
+        store=manifest_identity(manifest), manifest=item.get("manifest"),
     )
 
 
@@ -431,7 +516,14 @@ class DirectoryLock:
         self.handle = None
 
     def __enter__(self):
-        self.handle = open(self.path, "a")  # pylint: disable=consider-using-with
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise MaintenanceError("lock file %s is a symlink; refusing to follow it" % self.path)
+            raise
+        self.handle = os.fdopen(fd, "a")
         if fcntl is not None:
             try:
                 fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

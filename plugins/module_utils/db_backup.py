@@ -15,6 +15,7 @@ import os
 import sqlite3
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_tools as pgt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
@@ -23,9 +24,26 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri im
 
 
 class BackupOptions:
+    """db_backup's options, validated here (before any side effect).
+
+    ``timeout`` bounds each external command (the module passes its ``deadline``); ``mode`` is the mode of the
+    backup files and manifests (default 0600; directories get the matching 0700-style mode).
+    """
+
     def __init__(self, dest, fmt="custom", jobs=1, compression="auto", verify="checksum", retention=None,
                  incomplete_grace=3600.0, force=False, prefix="mlflow", lock_wait_timeout=60, timeout=3600,
-                 connect_timeout=10):
+                 connect_timeout=10, mode=None, deadline=None, db_connect_timeout=None):
+        if deadline is not None:
+            timeout = deadline
+        if db_connect_timeout is not None:
+            connect_timeout = db_connect_timeout
+        prefix = backups.validate_prefix(prefix)
+        if int(jobs) < 1:
+            raise MaintenanceError("jobs must be at least 1")
+        self.file_mode = backups.parse_mode(mode)
+        if self.file_mode is None:
+            self.file_mode = fsutil.FILE_MODE
+        self.dir_mode = backups.dir_mode_for(self.file_mode)
         self.dest = os.path.abspath(dest)
         self.fmt = fmt
         self.jobs = jobs
@@ -57,14 +75,14 @@ class _NoLock:
         return False
 
 
-def _prepare_dest(dest, check_mode):
+def _prepare_dest(dest, check_mode, dir_mode=fsutil.DIR_MODE):
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise MaintenanceError("dest %s exists and is not a directory" % dest)
     if not os.path.isdir(dest):
         if check_mode:
             return
         try:
-            os.makedirs(dest, 0o750)
+            backups.makedirs_private(dest, dir_mode)
         except OSError as exc:
             raise MaintenanceError(backups.os_error_message(exc, "cannot create dest %s" % dest))
     if not check_mode and not os.access(dest, os.W_OK | os.X_OK):
@@ -85,7 +103,14 @@ def run_backup(store, opts, check_mode=False, warn=None):
     started = backups.utc_now()
     watch = Stopwatch()
     compression = backups.resolve_compression(opts.compression)
-    _prepare_dest(opts.dest, check_mode)
+    identity = backups.store_identity(store, opts.prefix)
+    if store.is_sqlite:
+        sqlite_store.check_source(store.path)
+        problem = _sqlite_backup_problem(store.path)
+        if problem:
+            raise MaintenanceError("SQLite backend store %s is not an MLflow store: %s; refusing to back it up "
+                                   "(check backend_store_uri)" % (store.path, problem))
+    _prepare_dest(opts.dest, check_mode, opts.dir_mode)
     fmt = "sqlite" if store.is_sqlite else opts.fmt
     pg_dump = major = None
     if store.is_postgresql:
@@ -96,7 +121,7 @@ def run_backup(store, opts, check_mode=False, warn=None):
             compression = "gzip"
     lock = _NoLock() if check_mode else backups.DirectoryLock(opts.dest, opts.prefix)
     with lock:
-        items = backups.list_backups(opts.dest, opts.prefix)
+        items, ignored = split_by_identity(backups.list_backups(opts.dest, opts.prefix), identity)
         newest = backups.newest_complete(items, store.engine)
         snap = None
         if store.is_sqlite:
@@ -105,6 +130,11 @@ def run_backup(store, opts, check_mode=False, warn=None):
             snap = pgt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout)
             fingerprint = snap.fingerprint
         try:
+            if snap is not None and (snap.schema_revision is None or "runs" not in (snap.row_counts or {})):
+                raise MaintenanceError("PostgreSQL database %s is not an MLflow store (%s); refusing to back it up "
+                                       "(check backend_store_uri)" % (
+                                           store.redacted(), "no MLflow schema revision in alembic_version"
+                                           if snap.schema_revision is None else "no runs table"))
             result = dict(created=False, unchanged=False, verified=None, backup=None)
             manifest = newest["manifest"] if newest else {}
             unchanged = bool(newest) and not opts.force and manifest.get("fingerprint") == fingerprint \
@@ -135,14 +165,45 @@ def run_backup(store, opts, check_mode=False, warn=None):
                                   msg="would write %s" % path)
                 else:
                     manifest = _write_backup(store, opts, path, fmt, compression, external, started, fingerprint,
-                                             snap, pg_dump, watch)
+                                             snap, pg_dump, watch, identity)
                     result.update(created=True, backup=_summary(path, manifest), verified=manifest.get("verified"),
                                   msg="wrote %s" % path)
         finally:
             if snap is not None:
                 snap.close()
         result.update(_prune(items, new_entry, opts, check_mode))
+        result["ignored"] = ignored
+    result["store"] = identity
     return result
+
+
+def _sqlite_backup_problem(path):
+    """Why ``path`` is not an MLflow SQLite store (no schema revision), or None. A 0-byte file is not one."""
+    if os.path.getsize(path) == 0:
+        return "it is empty (0 bytes)"
+    conn = sqlite_store.connect(path, "ro", what="SQLite backend store")
+    try:
+        if sqlite_store.schema_revision(conn) is None:
+            return "it has no MLflow schema revision (alembic_version is missing or empty)"
+    finally:
+        conn.close()
+    return None
+
+
+def split_by_identity(items, identity):
+    """``(ours, ignored)``: complete backups of exactly this store and prefix stay with the incomplete entries
+    (which retention and the grace clean-up handle); complete backups of another store, or without a recorded
+    identity, go to ``ignored`` (name and reason) and are never pruned by this store's retention.
+    """
+    ours, ignored = [], []
+    for item in items:
+        if item["status"] != "complete" or backups.same_store(item["manifest"], identity):
+            ours.append(item)
+            continue
+        recorded = backups.manifest_identity(item["manifest"])
+        ignored.append(dict(name=item["name"], path=item["path"], store=recorded,
+                            reason="backup of %s" % backups.describe_identity(recorded)))
+    return ours, ignored
 
 
 def _tools(store, pg_dump, compression):
@@ -154,16 +215,26 @@ def _tools(store, pg_dump, compression):
     return tools
 
 
-def _write_backup(store, opts, path, fmt, compression, external, started, fingerprint, snap, pg_dump, watch):
+def _write_backup(store, opts, path, fmt, compression, external, started, fingerprint, snap, pg_dump, watch,
+                  identity):
+    with backups.private_umask():
+        return _write_backup_private(store, opts, path, fmt, compression, external, started, fingerprint, snap,
+                                     pg_dump, watch, identity)
+
+
+def _write_backup_private(store, opts, path, fmt, compression, external, started, fingerprint, snap, pg_dump, watch,
+                          identity):
     partial = path + backups.PARTIAL_SUFFIX
     raw = path + ".raw" + backups.PARTIAL_SUFFIX
     scratch = []
     manifest = dict(format_version=backups.MANIFEST_VERSION, file=os.path.basename(path), engine=store.engine,
                     format=fmt, compression=compression, external_compression=external,
                     created_at=backups.iso(started), source=store.redacted(), fingerprint=fingerprint,
-                    tools=_tools(store, pg_dump, compression), kind="directory" if fmt == "directory" else "file")
+                    tools=_tools(store, pg_dump, compression), kind="directory" if fmt == "directory" else "file",
+                    store=identity)
     try:
         if store.is_sqlite:
+            backups.open_private(raw, opts.file_mode).close()
             manifest["schema_revision"] = sqlite_store.snapshot(store.path, raw, busy_timeout=opts.lock_wait_timeout)
             if external == "none":
                 with open(raw, "rb") as handle:
@@ -171,7 +242,7 @@ def _write_backup(store, opts, path, fmt, compression, external, started, finger
                 os.rename(raw, partial)
                 sha256, size = backups.file_sha256(partial), os.path.getsize(partial)
             else:
-                with open(raw, "rb") as source, open(partial, "wb") as out:
+                with open(raw, "rb") as source, backups.open_private(partial, opts.file_mode) as out:
                     sink = backups.HashingWriter(out)
                     backups.compress_stream(source, sink, external, timeout=opts.timeout)
                     out.flush()
@@ -190,6 +261,10 @@ def _write_backup(store, opts, path, fmt, compression, external, started, finger
                                                 major=pgt.tool_major(pg_dump))
                 sha256, size, files = pgt.dump_to(store, env, argv, external, partial, opts.timeout,
                                                   directory=(fmt == "directory"))
+            if fmt == "directory":
+                backups.chmod_tree(partial, opts.file_mode, opts.dir_mode)
+            else:
+                os.chmod(partial, opts.file_mode)
         backups.atomic_rename(partial, path)
         scratch.append(path)
         manifest.update(size_bytes=size, sha256=sha256)
@@ -198,7 +273,7 @@ def _write_backup(store, opts, path, fmt, compression, external, started, finger
         manifest["verified"] = _verify_new(store, opts, path, manifest)
         manifest["duration_s"] = watch.elapsed()
         manifest["completed_at"] = backups.iso(backups.utc_now())
-        backups.write_json_atomic(backups.manifest_path_for(path), manifest)
+        backups.write_json_atomic(backups.manifest_path_for(path), manifest, mode=opts.file_mode)
         scratch.remove(path)
         return manifest
     except OSError as exc:
@@ -225,14 +300,18 @@ def _verify_new(store, opts, path, manifest):
     return "restore"
 
 
+VERIFY_TEMP_PREFIX = ".verify-"
+
+
 def _sqlite_restore_check(path, manifest, scratch_dir):
     """Decompress into a temporary file, run integrity_check, count rows; the temp file is removed."""
     if manifest.get("compression", "none") == "none":
         sqlite_store.integrity_check(path)
         return sqlite_store.row_counts(path)
-    temp = os.path.join(scratch_dir, ".verify-%s%s" % (os.path.basename(path), backups.PARTIAL_SUFFIX))
+    temp = os.path.join(scratch_dir, "%s%s%s" % (VERIFY_TEMP_PREFIX, os.path.basename(path), backups.PARTIAL_SUFFIX))
     try:
-        with open(path, "rb") as source, open(temp, "wb") as out:
+        backups.remove_path(temp)
+        with open(path, "rb") as source, backups.open_private(temp) as out:
             backups.decompress_stream(source, out, manifest["compression"])
         sqlite_store.integrity_check(temp)
         return sqlite_store.row_counts(temp)
@@ -276,6 +355,7 @@ def _prune(items, new_entry, opts, check_mode):
         pruned.append(dict(name=item["name"], path=item["path"], created_at=item["manifest"]["created_at"],
                            reason=decision["reasons"][0]))
     stale = backups.stale_incomplete(items, opts.incomplete_grace)
+    stale += stale_verify_temps(opts.dest, opts.prefix, opts.incomplete_grace)
     removed_incomplete = [dict(name=item["name"], path=item["path"], reason=item["reason"]) for item in stale]
     if not check_mode:
         for entry in pruned:
@@ -291,117 +371,20 @@ def _prune(items, new_entry, opts, check_mode):
     return dict(pruned=pruned, kept=kept, removed_incomplete=removed_incomplete)
 
 
-# ---------------------------------------------------------------- restore
-
-def resolve_source(src, engine=None):
-    """``(entry_path, manifest)`` for a backup file, its manifest, or a directory (its newest complete backup)."""
-    src = os.path.abspath(src)
-    if os.path.isdir(src) and not os.path.exists(backups.manifest_path_for(src)):
-        items = backups.list_backups(src)
-        newest = backups.newest_complete(items, engine)
-        if newest is None:
-            statuses = ", ".join("%s (%s: %s)" % (i["name"], i["status"], i["reason"]) for i in items[:5]) or "none"
-            raise MaintenanceError("no complete %sbackup in %s; found: %s" % (
-                (engine + " ") if engine else "", src, statuses))
-        return newest["path"], newest["manifest"]
-    if src.endswith(backups.MANIFEST_SUFFIX):
-        manifest_path, entry = src, src[:-len(backups.MANIFEST_SUFFIX)]
-    else:
-        manifest_path, entry = backups.manifest_path_for(src), src
-    if not os.path.exists(entry) and not os.path.exists(manifest_path):
-        raise MaintenanceError("backup %s does not exist" % src)
-    if not os.path.exists(manifest_path):
-        raise MaintenanceError("backup %s has no manifest: it is incomplete (interrupted); refusing to restore it"
-                               % entry)
+def stale_verify_temps(directory, prefix, grace_seconds, now=None):
+    """Hidden ``.verify-<our backup>.partial`` files (a killed verify=restore) older than the grace period."""
+    stale = []
     try:
-        manifest = backups.read_manifest(manifest_path)
-    except ValueError as exc:
-        raise MaintenanceError("backup %s is incomplete: %s; refusing to restore it" % (entry, exc))
-    if manifest["file"] != os.path.basename(entry):
-        raise MaintenanceError("manifest %s names %s, not %s; refusing to restore" % (
-            manifest_path, manifest["file"], os.path.basename(entry)))
-    return entry, manifest
-
-
-def run_restore(store, src, force=False, keep_previous=True, target_database=None, jobs=1, timeout=3600,
-                connect_timeout=10, check_mode=False):
-    watch = Stopwatch()
-    entry, manifest = resolve_source(src, store.engine)
-    backups.verify_checksum(entry, manifest)
-    if manifest["engine"] != store.engine:
-        raise MaintenanceError("backup %s is a %s backup; the target store is %s" % (
-            entry, manifest["engine"], store.engine))
-    result = dict(restored=dict(path=entry, manifest=backups.manifest_path_for(entry), engine=manifest["engine"],
-                                format=manifest["format"], created_at=manifest["created_at"],
-                                sha256=manifest["sha256"], schema_revision=manifest.get("schema_revision")),
-                  target=store.redacted(), previous=None, changed=True)
-    if store.is_sqlite:
-        _restore_sqlite(store.path, entry, manifest, force, keep_previous, check_mode, result)
-    else:
-        _restore_postgres(store, entry, manifest, force, target_database, jobs, timeout, connect_timeout,
-                          check_mode, result)
-    result["duration_s"] = watch.elapsed()
-    into = result["target"] if store.is_sqlite else "database %s (%s)" % (result["target_database"], result["target"])
-    result["msg"] = ("would restore" if check_mode else "restored") + " %s into %s" % (entry, into)
-    return result
-
-
-def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, result):
-    directory = os.path.dirname(target)
-    if not os.path.isdir(directory):
-        raise MaintenanceError("the directory of the target store %s does not exist" % target)
-    if sqlite_store.has_user_tables(target) and not force:
-        raise MaintenanceError("target store %s is not empty; set force=true to replace it (the current file is "
-                               "kept as %s.pre-restore-<timestamp>)" % (target, target))
-    when = backups.stamp(backups.utc_now())
-    previous = "%s.pre-restore-%s" % (target, when) if os.path.exists(target) and keep_previous else None
-    result["previous"] = previous
-    if check_mode:
-        return
-    temp = os.path.join(directory, ".%s.restore-%s%s" % (os.path.basename(target), when, backups.PARTIAL_SUFFIX))
-    try:
-        with open(entry, "rb") as source, open(temp, "wb") as out:
-            backups.decompress_stream(source, out, manifest["compression"])
-            out.flush()
-            os.fsync(out.fileno())
-        sqlite_store.integrity_check(temp)
-        if previous:
-            os.link(target, previous)
-        for suffix in ("-wal", "-shm", "-journal"):
-            if os.path.exists(target + suffix):
-                if previous and suffix == "-wal":
-                    os.rename(target + suffix, previous + suffix)
-                else:
-                    os.unlink(target + suffix)
-        backups.atomic_rename(temp, target)
-    except OSError as exc:
-        raise MaintenanceError(backups.os_error_message(exc, "restoring %s into %s failed" % (entry, target)))
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-def _restore_postgres(store, entry, manifest, force, target_database, jobs, timeout, connect_timeout, check_mode,
-                      result):
-    database = target_database or store.database
-    result["target_database"] = database
-    exists = pgt.database_exists(store, connect_timeout, database)
-    if exists and pgt.database_has_tables(store, connect_timeout, database) and not force:
-        raise MaintenanceError("target database %s is not empty; set force=true to replace its MLflow tables "
-                               "(pg_restore --clean --if-exists)" % database)
-    result["created_database"] = not exists
-    if check_mode:
-        return
-    if not exists:
-        pgt.create_database(store, connect_timeout, database)
-    with pgpass_file(store) as pgpass:
-        env = pgt.child_env(store, pgpass, database=database, connect_timeout=connect_timeout)
-        pgt.restore_from(store, env, manifest, entry, database, jobs, timeout, clean=True,
-                         scratch_dir=os.path.dirname(entry))
-    expected = manifest.get("row_counts")
-    if expected:
-        counts = pgt.database_counts(store, connect_timeout, database)
-        missing = dict((t, (n, counts.get(t))) for t, n in expected.items() if counts.get(t) != n)
-        if missing:
-            raise MaintenanceError("restored database %s differs from the backup's row counts: %s" % (
-                database, ", ".join("%s %s != %s" % (t, a, b) for t, (a, b) in sorted(missing.items())[:5])))
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return stale
+    for name in names:
+        if not (name.startswith(VERIFY_TEMP_PREFIX) and name.endswith(backups.PARTIAL_SUFFIX)):
+            continue
+        if backups.name_prefix(name[len(VERIFY_TEMP_PREFIX):]) != prefix:
+            continue
+        path = os.path.join(directory, name)
+        if fsutil.is_stale(path, grace_seconds, now=now):
+            stale.append(dict(name=name, path=path, manifest_path=None, status="incomplete",
+                              reason="verification temp file of a killed run"))
+    return stale

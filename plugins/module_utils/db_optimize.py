@@ -17,8 +17,7 @@ import sqlite3
 import tempfile
 import traceback
 
-from ansible.module_utils.six.moves.urllib.parse import quote
-
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
 
 PSYCOPG2_IMPORT_ERROR = None
@@ -125,13 +124,19 @@ def _file_size(path):
         return 0
 
 
-def _sqlite_open(path, busy_timeout):
-    """Open an existing database read-write without ever creating a file; autocommit mode."""
+def _sqlite_open(path, busy_timeout, require_mlflow=True):
+    """Open an existing database read-write without ever creating a file; autocommit mode.
+
+    A missing, 0-byte (SQLite would make it a database) or, with ``require_mlflow``, non-MLflow file is refused.
+    """
     if not os.path.exists(path):
         raise MaintenanceError("SQLite database %s does not exist; check backend_store_uri "
                                "(db_optimize never creates a database)" % path)
     if not os.path.isfile(path):
         raise MaintenanceError("SQLite database %s is not a regular file" % path)
+    if os.path.getsize(path) == 0:
+        raise MaintenanceError("SQLite database %s is empty (0 bytes); db_optimize never turns a file into a "
+                               "database: check backend_store_uri" % path)
     directory = os.path.dirname(path) or "."
     mode = os.stat(path).st_mode
     try:
@@ -144,12 +149,17 @@ def _sqlite_open(path, busy_timeout):
     if not os.access(directory, os.W_OK | os.X_OK):
         raise MaintenanceError("the directory of SQLite database %s is not writable; VACUUM needs to write "
                                "its journal there" % path)
+    connection = sqlite_store.connect(path, "rw", timeout=busy_timeout, isolation_level=None, what="SQLite database")
     try:
-        connection = sqlite3.connect("file:%s?mode=rw" % quote(path), uri=True, isolation_level=None,
-                                     timeout=busy_timeout)
         connection.execute("PRAGMA schema_version").fetchone()
+        problem = sqlite_store.mlflow_problem(connection) if require_mlflow else None
     except sqlite3.DatabaseError as exc:
+        connection.close()
         raise MaintenanceError("cannot open %s as a SQLite database: %s" % (path, exc))
+    if problem:
+        connection.close()
+        raise MaintenanceError("SQLite database %s is not an MLflow store: %s; not optimising it "
+                               "(check backend_store_uri, or set allow_non_mlflow=true)" % (path, problem))
     return connection
 
 
@@ -191,10 +201,13 @@ def _free_bytes(path):
 
 def optimize_sqlite(path, check_mode=False, min_free_ratio=0.1, min_free_bytes=0, force=False, analyze=True,
                     analysis_limit=1000, integrity_check="none", margin_bytes=64 * 1024 * 1024, busy_timeout=30,
-                    free_bytes_fn=_free_bytes):
-    """Optimise a SQLite store; returns the result dict (``changed``, sizes, actions, plan, tables)."""
+                    free_bytes_fn=_free_bytes, require_mlflow=True):
+    """Optimise a SQLite store; returns the result dict (``changed``, sizes, actions, plan, tables).
+
+    ``require_mlflow``: refuse a file without MLflow's ``alembic_version`` and ``runs`` tables.
+    """
     watch = Stopwatch()
-    connection = _sqlite_open(path, busy_timeout)
+    connection = _sqlite_open(path, busy_timeout, require_mlflow=require_mlflow)
     wal_path = path + "-wal"
     try:
         journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]

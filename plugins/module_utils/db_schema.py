@@ -20,8 +20,7 @@ import sqlite3
 import subprocess
 import sys
 
-from ansible.module_utils.six.moves.urllib.parse import quote
-
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow_compat import upgrade_db
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import parse_backend_store_uri
@@ -148,7 +147,7 @@ def _read_sqlite(path, version_table, marker_table):
     if not os.path.exists(path):
         raise MaintenanceError("SQLite database %s does not exist; check the URI (it is never created)" % path)
     try:
-        connection = sqlite3.connect("file:%s?mode=ro" % quote(path), uri=True)
+        connection = sqlite_store.connect(path, "ro", allow_empty=True)
         try:
             names = set(row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
             revision = None
@@ -265,7 +264,7 @@ def run_schema(params, check_mode):
     stores = {TRACKING: parse_backend_store_uri(params["backend_store_uri"], params.get("db_password"))}
     if params.get("auth_database_uri"):
         stores[AUTH] = parse_backend_store_uri(params["auth_database_uri"], params.get("auth_db_password"))
-    timeout = params.get("connect_timeout") or 10
+    timeout = params.get("db_connect_timeout") or 10
     graphs = dict((kind, revision_graph(kind)) for kind in stores)
     before = dict((kind, inspect_schema(store, kind, timeout, graphs[kind])) for kind, store in stores.items())
     behind = [kind for kind in (TRACKING, AUTH) if kind in before and before[kind]["pending"]]

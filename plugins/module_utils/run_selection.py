@@ -224,6 +224,39 @@ def resolve_experiments(requested, lookup_by_id, lookup_by_name):
     return resolved
 
 
+def check_count(value, option, minimum=0, unlimited=None):
+    """Refuse a count option below ``minimum`` (``unlimited`` is the one value that means "no limit")."""
+    if value is None or (unlimited is not None and value == unlimited):
+        return value
+    if value < minimum:
+        allowed = "at least %d" % minimum
+        if unlimited is not None:
+            allowed += ", or %d for no limit" % unlimited
+        raise MaintenanceError("%s must be %s, got %d; nothing was changed" % (option, allowed, value))
+    return value
+
+
+def validate_cleanup_options(params, now_ms):
+    """Every runs_cleanup option checked before the first request: statuses, ages, counts.
+
+    Returns ``statuses`` (normalised), ``cutoff`` and ``reap_cutoff`` (epoch ms or None).
+    """
+    check_count(params.get("max_delete"), "max_delete", 0, unlimited=-1)
+    check_count(params.get("concurrency"), "concurrency", 1)
+    check_count(params.get("run_ids_limit"), "run_ids_limit", 0)
+    statuses = validate_statuses(params.get("statuses"))
+    cutoff = None
+    if params.get("older_than") not in (None, ""):
+        cutoff = cutoff_ms(params["older_than"], now_ms)
+    reap_cutoff = None
+    if params.get("reap_running_after") not in (None, ""):
+        reap_cutoff = cutoff_ms(params["reap_running_after"], now_ms, "reap_running_after")
+    if params.get("time_field", "start_time") not in TIME_FIELDS:
+        raise MaintenanceError("time_field must be one of %s, got %r" % (", ".join(TIME_FIELDS), params.get("time_field")))
+    _user_filter(params.get("filter"))
+    return dict(statuses=statuses, cutoff=cutoff, reap_cutoff=reap_cutoff)
+
+
 def capped(items, limit):
     items = list(items)
     return items[:limit] if limit is not None and limit >= 0 else items

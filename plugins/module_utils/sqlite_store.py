@@ -22,10 +22,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import hashlib
 import json
 import os
 import sqlite3
+import stat as _stat
+
+from ansible.module_utils.six.moves.urllib.parse import quote
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
@@ -42,6 +46,9 @@ def check_source(path):
             header = handle.read(100)
     except OSError as exc:
         raise MaintenanceError("cannot read SQLite backend store %s: %s" % (path, exc))
+    if not header:
+        raise MaintenanceError("SQLite backend store %s is empty (0 bytes), not an MLflow store; check "
+                               "backend_store_uri" % path)
     if not header.startswith(SQLITE_MAGIC):
         raise MaintenanceError("%s is not a SQLite database (bad header)" % path)
     return header
@@ -66,12 +73,47 @@ def fingerprint(path):
     return dict(method="sqlite-file-state", value=value)
 
 
-def _connect_source(path, busy_timeout):
+def sqlite_uri(path, mode="ro"):
+    """A ``file:`` URI for ``path`` that SQLite reads back as exactly that path.
+
+    The absolute path is percent-encoded (``?``, ``#``, ``%``, spaces and non-ASCII included), so no part of
+    it can be taken for a query string, a fragment or an escape. ``mode`` is ``ro`` (read only) or ``rw``
+    (read-write; SQLite fails instead of creating a missing file). ``rwc`` is never used: a new file is
+    created by the caller (0600, no symlink) and then opened ``rw``.
+    """
+    if mode not in ("ro", "rw"):
+        raise ValueError("SQLite open mode must be ro or rw, not %r" % (mode,))
+    return "file:%s?mode=%s" % (quote(os.path.abspath(path), safe="/"), mode)
+
+
+def connect(path, mode="ro", timeout=5.0, isolation_level="", allow_empty=False, what="SQLite database"):
+    """Open an existing SQLite file; never creates one.
+
+    A missing path, a directory, or (unless ``allow_empty``) a 0-byte file is refused with a MaintenanceError
+    naming the path: SQLite would treat a 0-byte file as a new empty database and a write would turn it into one.
+    """
     try:
-        return sqlite3.connect("file:%s?mode=ro" % path.replace("?", "%3f").replace("#", "%23"), uri=True,
-                               timeout=busy_timeout)
+        stat = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise MaintenanceError("%s %s does not exist" % (what, path))
+        raise MaintenanceError("cannot open %s %s: %s" % (what, path, exc.strerror or exc))
+    if not _stat.S_ISREG(stat.st_mode):
+        raise MaintenanceError("%s %s is not a regular file%s" % (
+            what, path, " (it is a directory)" if _stat.S_ISDIR(stat.st_mode) else ""))
+    if stat.st_size == 0 and not allow_empty:
+        raise MaintenanceError("%s %s is empty (0 bytes), not a database" % (what, path))
+    kwargs = dict(uri=True, timeout=timeout)
+    if isolation_level != "":
+        kwargs["isolation_level"] = isolation_level
+    try:
+        return sqlite3.connect(sqlite_uri(path, mode), **kwargs)
     except sqlite3.Error as exc:
-        raise MaintenanceError("cannot open SQLite backend store %s: %s" % (path, exc))
+        raise MaintenanceError("cannot open %s %s: %s" % (what, path, exc))
+
+
+def _connect_source(path, busy_timeout):
+    return connect(path, "ro", timeout=busy_timeout, what="SQLite backend store")
 
 
 def schema_revision(conn):
@@ -82,15 +124,48 @@ def schema_revision(conn):
     return row[0] if row else None
 
 
-def snapshot(source_path, target_path, busy_timeout=60):
-    """Copy a consistent snapshot of ``source_path`` into the new file ``target_path``.
+def table_names(conn):
+    return set(row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
 
-    Returns the MLflow schema revision read from the snapshot.
+
+def mlflow_problem(conn):
+    """None for an MLflow store (``alembic_version`` with a revision, and a ``runs`` table), else why not."""
+    try:
+        names = table_names(conn)
+    except sqlite3.DatabaseError as exc:
+        return "not a readable SQLite database (%s)" % exc
+    if not names:
+        return "it holds no tables (an empty database)"
+    missing = [name for name in ("alembic_version", "runs") if name not in names]
+    if missing:
+        return "it has no %s table, so it is not an MLflow store" % " and no ".join(missing)
+    if schema_revision(conn) is None:
+        return "its alembic_version table is empty, so it is not an MLflow store"
+    return None
+
+
+def check_mlflow_file(path, what="SQLite file"):
+    """None when ``path`` is an MLflow SQLite store, else the reason (a 0-byte file is not one)."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "it is empty (0 bytes)"
+    conn = connect(path, "ro", what=what)
+    try:
+        return mlflow_problem(conn)
+    finally:
+        conn.close()
+
+
+def snapshot(source_path, target_path, busy_timeout=60):
+    """Copy a consistent snapshot of ``source_path`` into ``target_path``.
+
+    ``target_path`` must exist and be empty (the caller creates it 0600 without following symlinks); it is
+    opened ``rw`` through :func:`connect`, so SQLite never creates a file. Returns the MLflow schema revision
+    read from the snapshot.
     """
     check_source(source_path)
     source = _connect_source(source_path, busy_timeout)
     try:
-        target = sqlite3.connect(target_path)
+        target = connect(target_path, "rw", allow_empty=True, what="backup file")
         try:
             # no journal and no syncs while copying into the new file: a crash leaves a .partial that is
             # discarded anyway, and the caller fsyncs the finished file once
@@ -117,8 +192,8 @@ def snapshot(source_path, target_path, busy_timeout=60):
 
 def integrity_check(path):
     """Raise MaintenanceError unless ``PRAGMA integrity_check`` says ok."""
+    conn = connect(path, "ro")
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
         try:
             rows = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
         finally:
@@ -130,7 +205,7 @@ def integrity_check(path):
 
 
 def row_counts(path):
-    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    conn = connect(path, "ro")
     try:
         tables = [row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
@@ -144,10 +219,12 @@ def has_user_tables(path):
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return False
     try:
-        conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
-        try:
-            return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] > 0
-        finally:
-            conn.close()
+        conn = connect(path, "ro")
+    except MaintenanceError:
+        return True  # not openable as a database, but not empty either
+    try:
+        return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] > 0
     except sqlite3.Error:
         return True  # not a readable database, but not empty either
+    finally:
+        conn.close()

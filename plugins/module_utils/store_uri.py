@@ -13,21 +13,15 @@ __metaclass__ = type
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 
-from ansible.module_utils.basic import env_fallback
-from ansible.module_utils.six.moves.urllib.parse import parse_qsl, quote, unquote, urlsplit
+from ansible.module_utils.six.moves.urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
 POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgres")
-
-BACKEND_STORE_ARGUMENT_SPEC = dict(
-    backend_store_uri=dict(type="str", required=True, fallback=(env_fallback, ["MLFLOW_BACKEND_STORE_URI"])),
-    db_password=dict(type="str", no_log=True, fallback=(env_fallback, ["PGPASSWORD"])),
-    connect_timeout=dict(type="int", default=10),
-)
 
 # libpq environment variables for URI query parameters we pass through.
 _LIBPQ_QUERY_ENV = {
@@ -40,8 +34,55 @@ _LIBPQ_QUERY_ENV = {
 }
 
 
-def backend_store_argument_spec():
-    return dict((name, dict(option)) for name, option in BACKEND_STORE_ARGUMENT_SPEC.items())
+# ``scheme://user:password@`` (the password as written, up to the first ``@``) and ``password=`` query values.
+_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:'\"]*):(?P<secret>[^\s@'\"]*?)@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&;]password=)(?P<secret>[^&#\s'\"]*)", re.IGNORECASE)
+
+
+def redact_uri(text):
+    """``text`` with every URI userinfo password and ``password=`` query value replaced by ``***``.
+
+    Works on any scheme and on free text that contains URIs (error messages), so callers can pass
+    a whole message through it.
+    """
+    if text is None:
+        return None
+    text = _USERINFO_PASSWORD.sub(lambda match: match.group("head") + ":***@", str(text))
+    return _QUERY_PASSWORD.sub(lambda match: match.group("head") + "***", text)
+
+
+def _written_passwords(uri):
+    """Every string that may be the password inside ``uri``, as written (not decoded)."""
+    text = str(uri or "")
+    found = []
+    if "://" in text:
+        rest = text.split("://", 1)[1]
+        # The authority as a URI parser sees it (up to the first / ? #), and as someone who did not
+        # percent-encode a / or # in the password wrote it (up to the last @).
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        for userinfo in (authority.rpartition("@")[0], rest.rpartition("@")[0]):
+            if ":" in userinfo:
+                found.append(userinfo.split(":", 1)[1])
+    for pattern in (r"(?:^|[?&;])password=([^&#]*)", r"(?:^|[?&;])password=([^&]*)"):
+        found.extend(match.group(1) for match in re.finditer(pattern, text, re.IGNORECASE))
+    return found
+
+
+def secret_forms(uri):
+    """Every form in which the secrets of ``uri`` may be shown: as written, decoded and re-encoded.
+
+    Covers the userinfo password and ``password=`` query values; each as written (percent-encoded
+    or not), decoded (``%xx`` and ``+``), and encoded again with ``quote`` and ``quote_plus``.
+    Empty strings are never returned (they would mask every position of every output).
+    """
+    forms = set()
+    for written in _written_passwords(uri):
+        decoded = set([written, unquote(written), unquote_plus(written)])
+        forms.update(decoded)
+        for value in decoded:
+            forms.update([quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/")])
+    forms.discard("")
+    return forms
 
 
 class BackendStore:
@@ -173,9 +214,11 @@ def parse_backend_store_uri(uri, password=None):
             parts = urlsplit(uri)
             port = parts.port
         except ValueError as exc:
-            raise MaintenanceError("backend_store_uri %r is malformed: %s" % (_redact_raw(uri), exc))
+            raise MaintenanceError("backend_store_uri %r is malformed: %s" % (_redact_raw(uri), redact_uri(exc)))
         database = unquote(parts.path.lstrip("/")) or None
         query = dict(parse_qsl(parts.query))
+        # MLflow (SQLAlchemy, libpq) accepts ``?password=``: use it, and never keep it in the query.
+        query_password = query.pop("password", None)
         if not database:
             database = query.pop("dbname", None)
         if not database:
@@ -185,7 +228,7 @@ def parse_backend_store_uri(uri, password=None):
             host=parts.hostname,
             port=port,
             user=unquote(parts.username) if parts.username else None,
-            password=password or (unquote(parts.password) if parts.password else None),
+            password=password or (unquote(parts.password) if parts.password else None) or query_password or None,
             database=database,
             query=query,
             scheme=scheme,
@@ -199,12 +242,18 @@ def parse_backend_store_uri(uri, password=None):
 def backend_store_from_module(module, uri_option="backend_store_uri", password_option="db_password"):
     """Parse the module's backend-store option and mask its password everywhere Ansible reports.
 
-    A password written inside the URI is not covered by ``no_log`` on a separate option, so it is
-    added to ``module.no_log_values``: results and the logged invocation show it as ``********``.
+    A password written inside the URI is not covered by ``no_log`` on a separate option, so every
+    form of it is added to ``module.no_log_values`` (MlflowOpsModule already did so before argument
+    validation; this keeps plain AnsibleModule callers safe): results and the logged invocation show
+    it as ``********``.
     """
-    store = parse_backend_store_uri(module.params[uri_option], module.params.get(password_option))
+    uri = module.params.get(uri_option)
+    if not uri:
+        raise MaintenanceError("%s is required by this module (or set MLFLOW_BACKEND_STORE_URI)" % uri_option)
+    module.no_log_values.update(secret_forms(uri))
+    store = parse_backend_store_uri(uri, module.params.get(password_option))
     if store.password:
-        module.no_log_values.add(store.password)
+        module.no_log_values.update(secret_forms("x://u:%s@h" % quote(store.password, safe="")))
     return store
 
 
@@ -214,8 +263,8 @@ def _redact_raw(uri):
     if "://" in text and "@" in text:
         scheme, rest = text.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        return "%s://%s@%s" % (scheme, creds.split(":", 1)[0] + (":***" if ":" in creds else ""), host)
-    return text
+        text = "%s://%s@%s" % (scheme, creds.split(":", 1)[0] + (":***" if ":" in creds else ""), host)
+    return redact_uri(text)
 
 
 @contextlib.contextmanager

@@ -5,22 +5,33 @@
 
 It pages through every search, retries with jittered backoff on connection errors, 429 and
 5xx, puts a timeout on every request, and runs per-run calls with bounded concurrency.
+
+With a ``common.Deadline``, every request attempt is also bounded by the task's remaining wall-clock
+time: requests' own read timeout is a gap between bytes, so a server trickling one byte a second never
+trips it. Each attempt then runs in a daemon thread that the caller waits for at most until the
+deadline; past it the call raises ``RequestDeadlineExceeded``. After ``fail_fast_after`` consecutive
+calls that failed on the transport (refused, timed out, 5xx after retries), every further call fails at
+once with ``kind="gone"``, so a job over thousands of runs stops instead of waiting out each one.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import threading
 import time
 import traceback
 
-from ansible.module_utils.basic import env_fallback, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.six.moves.urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import (
+    DeadlineExceeded,
     MaintenanceError,
+    backoff_delays,
     bounded_parallel_map,
-    jittered_backoff,
 )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import redact_uri
 
 REQUESTS_IMPORT_ERROR = None
 try:
@@ -35,24 +46,34 @@ API_PREFIX = "/api/2.0/mlflow/"
 RETRY_STATUSES = frozenset([429, 500, 502, 503, 504])
 SEARCH_PAGE_SIZE = 1000
 
-TRACKING_ARGUMENT_SPEC = dict(
-    tracking_uri=dict(type="str", required=True, fallback=(env_fallback, ["MLFLOW_TRACKING_URI"])),
-    username=dict(type="str", fallback=(env_fallback, ["MLFLOW_TRACKING_USERNAME"])),
-    password=dict(type="str", no_log=True, fallback=(env_fallback, ["MLFLOW_TRACKING_PASSWORD"])),
-    token=dict(type="str", no_log=True, fallback=(env_fallback, ["MLFLOW_TRACKING_TOKEN"])),
-    validate_certs=dict(type="bool", default=True),
-    ca_path=dict(type="path"),
-    timeout=dict(type="float", default=30.0),
-    retries=dict(type="int", default=3),
-)
+
+def split_userinfo(uri):
+    """``(uri without userinfo, user, password)``; user and password are decoded, None when absent."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri, None, None
+    if "@" not in parts.netloc:
+        return uri, None, None
+    userinfo, _sep, hostport = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    stripped = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return stripped, unquote(user) or None, (unquote(password) if colon else None) or None
 
 
-def tracking_argument_spec(**overrides):
-    """The tracking options, as documented by the ``mlflowops.maintenance.tracking`` fragment."""
-    spec = dict((name, dict(option)) for name, option in TRACKING_ARGUMENT_SPEC.items())
-    for name, option in overrides.items():
-        spec[name].update(option)
-    return spec
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
+
+
+def single_workspace(value):
+    """The one workspace of the ``workspace`` option (None when unset); lists and ``all`` are for cleanup modules."""
+    names = [str(item).strip() for item in (value if isinstance(value, (list, tuple)) else [value] if value else [])]
+    names = [name for name in names if name]
+    if not names:
+        return None
+    if len(names) > 1 or names[0] == "all":
+        raise MaintenanceError("workspace: this module acts in one workspace; a list of workspaces or 'all' is accepted "
+                               "by traces_cleanup and logged_models_cleanup only")
+    return names[0]
 
 
 class TrackingError(MaintenanceError):
@@ -64,10 +85,67 @@ class TrackingError(MaintenanceError):
         self.status = status
 
 
+class RequestDeadlineExceeded(TrackingError, DeadlineExceeded):
+    """A request was cut off (or not started) because the task's deadline passed."""
+
+    def __init__(self, msg):
+        super(RequestDeadlineExceeded, self).__init__(msg, "deadline")
+
+
+TRANSPORT_KINDS = frozenset(["connection", "timeout", "gone"])
+FAIL_FAST_AFTER = 3
+ATTEMPT_GRACE = 0.25
+
+
 def _is_retryable(exc):
     if isinstance(exc, TrackingError):
         return exc.kind == "connection" or exc.status in RETRY_STATUSES
     return False
+
+
+def is_transport_failure(exc):
+    """Whether a failed call says the server is unreachable or unwell (not a 4xx about this request)."""
+    return isinstance(exc, TrackingError) and (exc.kind in TRANSPORT_KINDS or exc.status in RETRY_STATUSES)
+
+
+def request_timeout(timeout, deadline):
+    """(connect, read) timeouts of one attempt: ``timeout`` capped by the deadline's remaining seconds."""
+    value = float(timeout)
+    if deadline is not None:
+        value = deadline.remaining(value)
+    return (value, value)
+
+
+def _seconds(value):
+    return ("%.1f" % value).rstrip("0").rstrip(".")
+
+
+def run_bounded(func, seconds):
+    """``func()`` in a daemon thread, waited for at most ``seconds``; ``(finished, result, error)``.
+
+    With ``seconds`` None, calls ``func`` directly. An unfinished call is abandoned: its thread ends with
+    the process, and its socket with it.
+    """
+    if seconds is None:
+        try:
+            return True, func(), None
+        except Exception as exc:  # pylint: disable=broad-except
+            return True, None, exc
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = func()
+        except BaseException as exc:  # pylint: disable=broad-except
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="mlflowops-request")
+    worker.daemon = True
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if worker.is_alive():
+        return False, None, None
+    return True, outcome.get("result"), outcome.get("error")
 
 
 def _first_line(text, limit=300):
@@ -97,17 +175,29 @@ class TrackingClient:
     """REST client bound to one tracking server."""
 
     def __init__(self, tracking_uri, username=None, password=None, token=None, validate_certs=True,
-                 ca_path=None, timeout=30.0, retries=3, pool_size=16):
+                 ca_path=None, timeout=30.0, retries=3, pool_size=16, deadline=None, fail_fast_after=FAIL_FAST_AFTER,
+                 attempt_limit=None, workspace=None):
         if requests is None:
             raise MaintenanceError(missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
-        uri = (tracking_uri or "").strip().rstrip("/")
+        uri, uri_username, uri_password = split_userinfo((tracking_uri or "").strip().rstrip("/"))
         if not uri.startswith(("http://", "https://")):
             raise MaintenanceError(
-                "tracking_uri must be the http:// or https:// address of a tracking server, got %r" % tracking_uri
+                "tracking_uri must be the http:// or https:// address of a tracking server, got %r"
+                % redact_uri(tracking_uri)
             )
+        # Credentials written in the URI (http://user:pw@host) are basic auth; the options win over them.
+        username = username or uri_username
+        password = password or uri_password
         self.base_url = uri
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
+        self.deadline = deadline
+        # Whole-attempt wall-clock bound (connect + complete answer), for probes that must answer within ``timeout``.
+        self.attempt_limit = float(attempt_limit) if attempt_limit else None
+        self.fail_fast_after = max(1, int(fail_fast_after))
+        self.consecutive_failures = 0
+        self.last_transport_error = None
+        self._failure_lock = threading.Lock()
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(2, pool_size))
         self.session.mount("http://", adapter)
@@ -119,16 +209,26 @@ class TrackingClient:
             self.session.auth = (username or "", password or "")
         # Passed on every request: a session-level ``verify`` loses to REQUESTS_CA_BUNDLE in requests.
         self.verify = ca_path if (validate_certs and ca_path) else bool(validate_certs)
+        if workspace:
+            self.session.headers[WORKSPACE_HEADER] = workspace
 
     @classmethod
     def from_module(cls, module, **kwargs):
         params = module.params
+        kwargs.setdefault("deadline", getattr(module, "deadline", None))
+        if "workspace" not in kwargs:
+            kwargs["workspace"] = single_workspace(params.get("workspace"))
         return cls(
             params["tracking_uri"], username=params.get("username"), password=params.get("password"),
             token=params.get("token"), validate_certs=params.get("validate_certs", True),
             ca_path=params.get("ca_path"), timeout=params.get("timeout", 30.0),
             retries=params.get("retries", 3), **kwargs
         )
+
+    def check_deadline(self, method, path):
+        if self.deadline is not None and self.deadline.expired():
+            raise RequestDeadlineExceeded("%s %s: not sent, the task's deadline of %ss has passed"
+                                          % (method, self.url(path), int(self.deadline.seconds)))
 
     def url(self, path):
         if path.startswith("/"):
@@ -137,18 +237,72 @@ class TrackingClient:
 
     def timed_request(self, method, path, **kwargs):
         """One attempt, no retry: ``(response, seconds)``; raises TrackingError on transport errors."""
+        self.check_deadline(method, path)
         started = time.monotonic()
-        try:
-            response = self.session.request(method, self.url(path), timeout=self.timeout, verify=self.verify,
-                                            **kwargs)
-        except requests.exceptions.RequestException as exc:
-            kind, reason = describe_request_error(exc)
-            raise TrackingError("%s %s: %s" % (method, self.url(path), reason), kind)
+        timeout = request_timeout(self.timeout, self.deadline)
+
+        def attempt():
+            response = self.session.request(method, self.url(path), timeout=timeout, verify=self.verify, **kwargs)
+            # Read the whole body here, inside the wall-clock bound.
+            response.content  # pylint: disable=pointless-statement
+            return response
+
+        wall_clock = None if self.deadline is None or self.deadline.seconds is None else self.deadline.remaining()
+        by_deadline = wall_clock is not None and (self.attempt_limit is None or wall_clock < self.attempt_limit)
+        if self.attempt_limit is not None and not by_deadline:
+            # A little grace, so that requests' own timeouts (connect, silent server) report themselves first.
+            wall_clock = self.attempt_limit + ATTEMPT_GRACE
+        finished, response, error = run_bounded(attempt, wall_clock)
+        if not finished:
+            if by_deadline:
+                raise RequestDeadlineExceeded("%s %s: no complete answer before the task's deadline of %ss"
+                                              % (method, self.url(path), int(self.deadline.seconds)))
+            raise TrackingError("%s %s: no complete answer within the timeout of %ss (the server answers too slowly)"
+                                % (method, self.url(path), _seconds(self.attempt_limit)), "timeout")
+        if error is not None:
+            if isinstance(error, requests.exceptions.RequestException):
+                kind, reason = describe_request_error(error)
+                raise TrackingError("%s %s: %s" % (method, self.url(path), reason), kind)
+            raise error
         return response, time.monotonic() - started
 
-    @jittered_backoff(retries=3, delay=0.5, max_delay=8.0, should_retry=_is_retryable)
+    def _record(self, error):
+        """Count consecutive transport failures; any answer the server gave resets the count."""
+        with self._failure_lock:
+            if error is not None and is_transport_failure(error):
+                self.consecutive_failures += 1
+                self.last_transport_error = error
+            elif error is None or (isinstance(error, TrackingError) and error.kind == "http"):
+                self.consecutive_failures = 0
+
     def call(self, method, path, json_body=None, params=None):
-        """A REST API call that returns the decoded JSON body or raises TrackingError."""
+        """A REST API call that returns the decoded JSON body or raises TrackingError.
+
+        Retries transport errors, 429 and 5xx ``retries`` times with full-jitter backoff, never sleeping
+        past the deadline; fails at once after ``fail_fast_after`` consecutive failed calls.
+        """
+        if self.consecutive_failures >= self.fail_fast_after:
+            last = self.last_transport_error
+            raise TrackingError("%s %s: not sent, the tracking server failed %d calls in a row (last: %s)"
+                                % (method, self.url(path), self.consecutive_failures, getattr(last, "msg", last)),
+                                "gone", getattr(last, "status", None))
+        delays = backoff_delays(self.retries, 0.5, 8.0) + [None]
+        for sleep_for in delays:
+            try:
+                result = self._call_once(method, path, json_body, params)
+            except TrackingError as exc:
+                stop = (sleep_for is None or not _is_retryable(exc)
+                        or (self.deadline is not None and self.deadline.remaining(sleep_for) < sleep_for))
+                if stop:
+                    self._record(exc)
+                    raise
+                time.sleep(sleep_for)
+                continue
+            self._record(None)
+            return result
+        raise AssertionError("unreachable")
+
+    def _call_once(self, method, path, json_body, params):
         response, _elapsed = self.timed_request(method, path, json=json_body, params=params)
         if response.status_code >= 400:
             raise TrackingError(self._error_message(method, path, response), "http", response.status_code)

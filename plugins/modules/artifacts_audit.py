@@ -21,21 +21,32 @@ description:
   - Reports runs whose artifact folder is missing, orphaned run folders that no run owns, artifacts of deleted
     runs that C(mlflow gc) has not removed yet, and objects and bytes per experiment.
   - Downloads nothing and does not import mlflow.
-  - With O(remove_orphans=true), deletes the orphaned folders.
+  - With O(remove_orphans=true), deletes the run folders that are provably orphaned, and nothing else.
+    Every run's artifact URI is mapped onto the store by identity, not by text (local paths by their real
+    path, so a symlinked or differently spelled destination or C(artifact_location) still matches; S3 by
+    bucket and normalised key; C(mlflow-artifacts:) relative to the destination). A folder is removed only
+    when no run's artifacts are in it, above it or below it, no run read carries its run id, and the
+    tracking server answers C(runs/get) for that run id with 404.
+  - If any run's artifact location cannot be mapped onto the store (an unknown scheme, a relative path),
+    nothing is removed and the task fails naming those runs (RV(unmapped)).
+  - Stops at O(deadline), and after 3 consecutive failed removals, saying what was done.
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
   - mlflowops.maintenance.tracking
+  - mlflowops.maintenance.backend_store
   - mlflowops.maintenance.s3
 options:
   artifacts_destination:
     description:
       - The artifact store, as given to C(mlflow server --artifacts-destination), a local directory or
         C(s3://bucket/prefix).
-      - Runs' C(mlflow-artifacts:/<experiment_id>/<run_id>/artifacts) URIs are mapped onto it; URIs that spell
-        the destination itself work too. Runs whose artifacts live elsewhere are counted in RV(unmapped_runs).
+      - Runs' C(mlflow-artifacts:/<experiment_id>/<run_id>/artifacts) URIs are mapped onto it. C(file:) URIs and
+        absolute paths are compared by real path, C(s3://) URIs by bucket and normalised key. Runs whose artifacts
+        provably live elsewhere are counted in RV(external_runs); runs that cannot be mapped in RV(unmapped_runs).
+      - Required by this module (it is an option of the backend store family, so C(module_defaults) can set it).
     type: str
-    required: true
   experiment_ids:
     description:
       - Audit only these experiments (their runs and their folders of the store). By default, every experiment,
@@ -44,12 +55,21 @@ options:
     elements: str
   remove_orphans:
     description:
-      - Delete the orphaned run folders. In check mode they are reported in RV(orphans) and nothing is deleted.
+      - Delete the provably orphaned run folders (see the description).
+      - In check mode, RV(removed_folders) lists exactly the folders that would be removed, after the same
+        checks with the tracking server, and nothing is deleted.
     type: bool
     default: false
+  max_remove:
+    description:
+      - The most run folders one invocation removes. When more orphaned folders are found, the task fails
+        before removing any.
+      - V(-1) disables the cap; any other negative value fails the task before anything is read.
+    type: int
+    default: 1000
   concurrency:
     description:
-      - Most delete requests in flight when removing orphans.
+      - Most confirmation requests and folder removals in flight when removing orphans. At least V(1).
     type: int
     default: 16
 attributes:
@@ -59,7 +79,12 @@ attributes:
   diff_mode:
     support: none
     description: Many files change at once; the results list counts and the first keys instead of a diff.
+requirements:
+  - requests >= 2.25
+  - boto3 >= 1.28 (S3 artifact stores)
 notes:
+  - Uses the tracking family, the S3 family (for an C(s3://) O(artifacts_destination)) and O(artifacts_destination);
+    the other backend store options are accepted for C(module_defaults) and ignored.
   - A run that never logged an artifact has no folder and is listed in RV(missing) too; an empty artifact
     folder does not exist in S3 either. Read RV(missing) with that in mind, or compare it with a backup.
   - Runs are searched in chunks of 100 experiments with the REST API's largest page.
@@ -113,7 +138,10 @@ missing_count:
   returned: always
   type: int
 orphans:
-  description: The first 100 run folders no run owns (C(folder), C(experiment_id), C(objects), C(bytes)).
+  description:
+    - The first 100 run folders that no run read owns (C(folder), C(experiment_id), C(objects), C(bytes)).
+    - With O(remove_orphans), the tracking server is asked about each one's run id before removal; folders of runs it
+      knows are kept and listed in RV(claimed_folders).
   returned: always
   type: list
   elements: dict
@@ -139,156 +167,68 @@ awaiting_gc_bytes:
   returned: always
   type: int
 unmapped_runs:
-  description: Runs whose artifact URI does not point into O(artifacts_destination).
+  description: How many runs have an artifact URI that cannot be mapped onto O(artifacts_destination).
   returned: always
   type: int
 other_objects:
   description: Objects outside run folders (logged models, traces), not judged.
   returned: always
   type: int
+unmapped:
+  description: The first 100 runs whose artifact URI cannot be mapped onto the store (C(run_id), C(experiment_id),
+    C(lifecycle_stage), C(artifact_uri), C(reason)). Any of them makes O(remove_orphans) refuse.
+  returned: always
+  type: list
+  elements: dict
+external_runs:
+  description: Runs whose artifacts provably live outside O(artifacts_destination) (another bucket or directory).
+  returned: always
+  type: int
 removed:
   description: Orphaned objects deleted (would be, in check mode).
   returned: always
   type: int
+removed_folders:
+  description: The run folders removed (would be, in check mode), at most 1,000.
+  returned: always
+  type: list
+  elements: str
+claimed_folders:
+  description: Orphan candidates kept because the tracking server knows their run id (its artifacts live elsewhere).
+  returned: always
+  type: list
+  elements: str
+removal_failures:
+  description: Folders whose removal failed, with the reason (C(folder), C(error)).
+  returned: when removals were attempted
+  type: list
+  elements: dict
 duration_s:
   description: Wall-clock seconds.
   returned: always
   type: float
 """
 
-import os
-import shutil
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import s3 as s3_utils
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_sync as sync_utils
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_audit as audit_utils
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import (
-    TrackingClient,
-    tracking_argument_spec,
-)
-
-MAX_LISTED = audit_utils.MAX_LISTED
-
-
-def open_store(params):
-    destination = params["artifacts_destination"]
-    if s3_utils.is_s3_url(destination):
-        bucket, prefix = s3_utils.parse_s3_url(destination)
-        client = s3_utils.build_client(params, pool_size=params["concurrency"])
-        s3_utils.check_bucket(client, bucket, "artifacts_destination")
-        return sync_utils.S3Store(client, bucket, prefix)
-    if "://" in destination and not destination.startswith("file://"):
-        raise MaintenanceError("artifacts_destination must be a local directory or s3://bucket/prefix, got %r" % destination)
-    path = destination[len("file://"):] if destination.startswith("file://") else destination
-    store = sync_utils.LocalStore(path)
-    if not store.exists():
-        raise MaintenanceError("artifacts_destination %s is not a directory" % store.root)
-    return store
-
-
-def list_store(store, experiment_ids):
-    """Every object of the store (or of the experiments' folders), keys relative to the store root."""
-    if not experiment_ids:
-        yield from store.list()
-        return
-    for experiment_id in experiment_ids:
-        if store.kind == "s3":
-            yield from store.list(below=experiment_id)
-        else:
-            for entry in sync_utils.LocalStore(store.path(experiment_id)).list():
-                entry.key = experiment_id + "/" + entry.key
-                yield entry
-
-
-def remove_folders(store, folders, concurrency):
-    """Delete every object of the folders; returns the number of objects deleted."""
-    removed = 0
-    if store.kind == "local":
-        for folder in folders:
-            path = store.path(folder)
-            removed += sum(len(files) for _root, _dirs, files in os.walk(path))
-            shutil.rmtree(path)
-        return removed
-    keys = []
-    for folder in folders:
-        keys.extend(store.full_key(entry.key) for entry in store.list(below=folder))
-    errors = store.delete_keys(keys)
-    if errors:
-        raise MaintenanceError("could not delete %d orphaned object(s); first: %s %s" % (len(errors), errors[0][0], errors[0][1]))
-    return len(keys)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import TrackingClient
 
 
 def run(module):
     params = module.params
-    stopwatch = Stopwatch()
-    store = open_store(params)
-    client = TrackingClient.from_module(module)
-    experiment_ids = [str(value) for value in (params["experiment_ids"] or [])]
-
-    # The store first: a run folder listed here belongs to a run that the search below will see.
-    stats = audit_utils.FolderStats()
-    for entry in list_store(store, experiment_ids):
-        stats.add(entry.key, entry.size)
-
-    experiments = dict((str(item["experiment_id"]), item) for item in client.search_experiments(view_type="ALL"))
-    wanted = experiment_ids or sorted(experiments)
-    runs = []
-    for offset in range(0, len(wanted), 100):
-        for run_item in client.search_runs(wanted[offset:offset + 100], run_view_type="ALL"):
-            info = run_item.get("info", {})
-            runs.append(dict(run_id=info.get("run_id") or info.get("run_uuid"), experiment_id=info.get("experiment_id"),
-                             lifecycle_stage=info.get("lifecycle_stage"), artifact_uri=info.get("artifact_uri")))
-
-    verdict = audit_utils.classify(runs, stats, params["artifacts_destination"])
-    per_experiment = {}
-    for experiment_id in sorted(set(wanted) | set(stats.experiments) | set(verdict["per_experiment"])):
-        if experiment_ids and experiment_id not in experiment_ids:
-            continue
-        objects, size = stats.experiments.get(experiment_id, (0, 0))
-        row = dict(name=experiments.get(experiment_id, {}).get("name"),
-                   lifecycle_stage=experiments.get(experiment_id, {}).get("lifecycle_stage"),
-                   objects=objects, bytes=size, runs=0, deleted_runs=0, runs_without_artifacts=0)
-        row.update(verdict["per_experiment"].get(experiment_id, {}))
-        per_experiment[experiment_id] = row
-
-    orphans = verdict["orphans"]
-    removed = 0
-    if params["remove_orphans"] and orphans:
-        if module.check_mode:
-            removed = sum(item["objects"] for item in orphans)
-        else:
-            removed = remove_folders(store, [item["folder"] for item in orphans], params["concurrency"])
-    return dict(
-        changed=bool(params["remove_orphans"] and orphans),
-        experiments=per_experiment, runs=len(runs), objects=stats.objects, bytes=stats.bytes,
-        missing=verdict["missing"][:MAX_LISTED], missing_count=len(verdict["missing"]),
-        orphans=orphans[:MAX_LISTED], orphan_count=len(orphans), orphan_bytes=sum(item["bytes"] for item in orphans),
-        awaiting_gc=verdict["awaiting_gc"][:MAX_LISTED], awaiting_gc_count=len(verdict["awaiting_gc"]),
-        awaiting_gc_bytes=sum(item["bytes"] for item in verdict["awaiting_gc"]),
-        unmapped_runs=len(verdict["unmapped"]), other_objects=stats.other_objects, removed=removed,
-        duration_s=stopwatch.elapsed())
+    client = TrackingClient.from_module(module, pool_size=max(16, (params["concurrency"] or 1) * 2))
+    return audit_utils.run_audit(params, check_mode=module.check_mode, deadline=module.deadline, client=client)
 
 
 def main():
-    argument_spec = tracking_argument_spec()
-    argument_spec.update(s3_utils.s3_argument_spec())
-    argument_spec.update(
-        artifacts_destination=dict(type="str", required=True),
+    module = MlflowOpsModule(argument_spec=dict(
         experiment_ids=dict(type="list", elements="str"),
         remove_orphans=dict(type="bool", default=False),
         concurrency=dict(type="int", default=16),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = run(module)
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    except Exception as exc:  # pylint: disable=broad-except
-        module.fail_json(msg=sync_utils.describe_failure(exc))
-    module.exit_json(**result)
+        max_remove=dict(type="int", default=1000),
+    ), requires=("tracking", "artifacts_destination"))
+    module.run(run, module, describe=sync_utils.describe_failure)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ description:
   - Read-only.
 author:
   - mlflowops maintainers (@mlflowops)
+extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
+  - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   path:
     description:
@@ -29,13 +34,16 @@ options:
     required: true
   prefix:
     description:
-      - Only list backups whose names start with C(<prefix>-). By default every backup-like name is listed.
+      - Only list backups written with exactly this prefix (C(mlflow) does not list C(mlflow-prod-...)); a manifest
+        that records another prefix is not listed either. By default every backup-like name is listed.
     type: str
   verify_checksums:
     description:
       - Re-read every complete backup and check its sha256 (reads all the data).
     type: bool
     default: false
+notes:
+  - Uses none of the option families; they are accepted for C(module_defaults) and ignored.
 attributes:
   check_mode:
     support: full
@@ -107,6 +115,12 @@ backups:
     source:
       description: Source store URI without password.
       type: str
+    store:
+      description:
+        - The store identity the manifest records (C(engine), C(location) without credentials, C(prefix)), or null
+          for a backup written before identities were recorded; M(mlflowops.maintenance.db_restore) restores only
+          backups of the same store unless told otherwise.
+      type: dict
     manifest:
       description: The whole manifest, or null.
       type: dict
@@ -137,32 +151,35 @@ total_size_bytes:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
 
-def main():
-    module = AnsibleModule(argument_spec=dict(
-        path=dict(type="path", required=True),
-        prefix=dict(type="str"),
-        verify_checksums=dict(type="bool", default=False),
-    ), supports_check_mode=True)
-    params = module.params
+def run(params):
     if os.path.exists(params["path"]) and not os.path.isdir(params["path"]):
-        module.fail_json(msg="%s is not a directory" % params["path"])
+        raise MaintenanceError("%s is not a directory" % params["path"])
     try:
         items = backups.list_backups(params["path"], params["prefix"], verify_checksums=params["verify_checksums"])
     except OSError as exc:
-        module.fail_json(msg="cannot list %s: %s" % (params["path"], exc))
+        raise MaintenanceError("cannot list %s: %s" % (params["path"], exc))
     listed = [backups.public_item(item) for item in items]
     counts = dict(complete=0, incomplete=0, corrupt=0)
     for item in listed:
         counts[item["status"]] += 1
     latest = next((item for item in listed if item["status"] == "complete"), None)
     total = sum(item["size_bytes"] or 0 for item in listed if item["status"] == "complete")
-    module.exit_json(changed=False, exists=os.path.isdir(params["path"]), backups=listed, latest=latest, counts=counts,
-                     total_size_bytes=total)
+    return dict(changed=False, exists=os.path.isdir(params["path"]), backups=listed, latest=latest, counts=counts,
+                total_size_bytes=total)
+
+
+def main():
+    module = MlflowOpsModule(argument_spec=dict(
+        path=dict(type="path", required=True),
+        prefix=dict(type="str"),
+        verify_checksums=dict(type="bool", default=False),
+    ))
+    module.run(run, module.params)
 
 
 if __name__ == "__main__":

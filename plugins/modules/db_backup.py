@@ -33,7 +33,10 @@ description:
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   dest:
     description:
@@ -105,21 +108,27 @@ options:
     default: false
   prefix:
     description:
-      - Backup names start with C(<prefix>-<engine>-); retention only looks at names with this prefix.
-      - Give each store its own prefix (or directory) when several share O(dest).
+      - Backup names start with C(<prefix>-<engine>-). One file-name component; letters, digits, C(.), C(_),
+        C(+) and C(-), starting with a letter or digit, no C(..).
+      - Every manifest records the store's identity (engine, location without credentials, and this prefix).
+        Retention and the unchanged check only consider complete backups of exactly this store and prefix, so
+        several stores (or prefixes such as C(mlflow) and C(mlflow-prod)) can share O(dest) and each keeps its
+        full retention set. Backups of other stores, and old backups whose manifest records no identity, are
+        never pruned; they are listed in RV(ignored).
     type: str
     default: mlflow
+  mode:
+    description:
+      - Permissions of the backup files and manifests, as an octal string such as C('0640').
+      - By default C(0600); directories this module creates (O(dest), a directory-format dump) get C(0700), or
+        the search bits that go with O(mode)'s read bits. An existing O(dest) keeps its own mode.
+    type: raw
   lock_wait_timeout:
     description:
       - Seconds C(pg_dump) (and the counting transaction) wait for a table lock before failing; for SQLite,
         the busy timeout of the snapshot.
     type: int
     default: 60
-  timeout:
-    description:
-      - Seconds any one external command (C(pg_dump), C(pg_restore), C(zstd)) may run.
-    type: int
-    default: 3600
 attributes:
   check_mode:
     support: full
@@ -132,6 +141,8 @@ requirements:
   - pg_dump, pg_restore and psql (PostgreSQL stores)
   - zstandard or the zstd command (for zstd compression)
 notes:
+  - Uses the backend store family (O(artifacts_destination) excepted). The tracking and S3 families are accepted for
+    C(module_defaults) and ignored.
   - Only one backup runs at a time in a O(dest) (an C(flock) on C(.<prefix>-backup.lock)).
   - SQLite unchanged detection compares the database and WAL files' state. A checkpoint without new commits can
     make it take one extra backup; it never misses a committed change. The fingerprint is taken before the
@@ -250,8 +261,23 @@ kept:
   type: list
   elements: dict
   sample: [{name: mlflow-sqlite-20260101T020000000000Z.db.zst, reasons: [keep_last 3, keep_daily 2026-1-1]}]
+store:
+  description: The identity recorded in the manifest of every backup of this store.
+  returned: always
+  type: dict
+  sample: {engine: sqlite, location: "sqlite:////srv/mlflow/mlflow.db", prefix: mlflow}
+ignored:
+  description:
+    - Complete backups with this O(prefix) in O(dest) that belong to another store, or record no identity (written
+      by an older version); retention leaves them alone.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: mlflow-sqlite-20251201T020000000000Z.db.zst, reason: "backup of an unknown store (no identity in its manifest)"}]
 removed_incomplete:
-  description: Incomplete leftovers older than O(incomplete_grace) that were (or would be) removed.
+  description:
+    - Incomplete leftovers older than O(incomplete_grace) that were (or would be) removed, including hidden
+      C(.verify-*.partial) files of a killed O(verify=restore).
   returned: always
   type: list
   elements: dict
@@ -265,19 +291,14 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, parse_duration
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import BackupOptions, run_backup
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
-    backend_store_argument_spec,
-    backend_store_from_module,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
 def main():
-    argument_spec = backend_store_argument_spec()
-    argument_spec.update(
+    argument_spec = dict(
         dest=dict(type="path", required=True),
         format=dict(type="str", choices=["custom", "directory", "plain"], default="custom"),
         jobs=dict(type="int", default=1),
@@ -293,33 +314,33 @@ def main():
         force=dict(type="bool", default=False),
         prefix=dict(type="str", default="mlflow"),
         lock_wait_timeout=dict(type="int", default=60),
-        timeout=dict(type="int", default=3600),
+        mode=dict(type="raw"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module.run(run, module)
+
+
+def run(module):
     params = module.params
+    if params["jobs"] < 1:
+        raise MaintenanceError("jobs must be at least 1")
+    for key, value in (params["retention"] or {}).items():
+        if value is not None and value < 0:
+            raise MaintenanceError("retention.%s must not be negative" % key)
     try:
-        if params["jobs"] < 1:
-            raise MaintenanceError("jobs must be at least 1")
-        for key, value in (params["retention"] or {}).items():
-            if value is not None and value < 0:
-                raise MaintenanceError("retention.%s must not be negative" % key)
-        try:
-            grace = parse_duration(params["incomplete_grace"])
-        except ValueError as exc:
-            raise MaintenanceError("incomplete_grace: %s" % exc)
-        store = backend_store_from_module(module)
-        opts = BackupOptions(params["dest"], fmt=params["format"], jobs=params["jobs"],
-                             compression=params["compression"], verify=params["verify"],
-                             retention=params["retention"], incomplete_grace=grace, force=params["force"],
-                             prefix=params["prefix"], lock_wait_timeout=params["lock_wait_timeout"],
-                             timeout=params["timeout"], connect_timeout=params["connect_timeout"])
-        result = run_backup(store, opts, check_mode=module.check_mode, warn=module.warn)
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="db_backup failed: %s" % exc)
+        grace = parse_duration(params["incomplete_grace"])
+    except ValueError as exc:
+        raise MaintenanceError("incomplete_grace: %s" % exc)
+    store = backend_store_from_module(module)
+    opts = BackupOptions(params["dest"], fmt=params["format"], jobs=params["jobs"],
+                         compression=params["compression"], verify=params["verify"],
+                         retention=params["retention"], incomplete_grace=grace, force=params["force"],
+                         prefix=params["prefix"], lock_wait_timeout=params["lock_wait_timeout"],
+                         deadline=params["deadline"] or None, db_connect_timeout=params["db_connect_timeout"],
+                         mode=params["mode"])
+    result = run_backup(store, opts, check_mode=module.check_mode, warn=module.warn)
     result["changed"] = bool(result["created"] or result["pruned"] or result["removed_incomplete"])
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":

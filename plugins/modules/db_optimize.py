@@ -27,7 +27,10 @@ description:
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   min_free_ratio:
     description:
@@ -106,6 +109,13 @@ options:
       - Run the heavy step whatever the thresholds say.
     type: bool
     default: false
+  allow_non_mlflow:
+    description:
+      - SQLite. Optimise a database that is not an MLflow store (no C(alembic_version) revision or no C(runs)
+        table). By default such a file is refused, so a wrong O(backend_store_uri) changes nothing.
+      - A missing or empty (0-byte) file is always refused; the module never creates a database.
+    type: bool
+    default: false
   lock_timeout_ms:
     description:
       - PostgreSQL. C(lock_timeout) in milliseconds; a statement that waits longer for its lock fails
@@ -127,6 +137,8 @@ attributes:
 requirements:
   - psycopg2 (PostgreSQL only)
 notes:
+  - Uses the backend store family (O(artifacts_destination) excepted). The tracking and S3 families are accepted for
+    C(module_defaults) and ignored.
   - Run it while the tracking server is quiet. SQLite C(VACUUM) holds a write lock for its duration;
     the server's writes wait up to their busy timeout.
   - Plain PostgreSQL C(VACUUM) makes space reusable inside the tables but rarely shrinks the files, so
@@ -242,23 +254,18 @@ store:
   sample: {engine: sqlite, uri: "sqlite:////srv/mlflow/mlflow.db", path: /srv/mlflow/mlflow.db}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize import (
     PSYCOPG2_IMPORT_ERROR,
     optimize_postgres,
     optimize_sqlite,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
-    backend_store_argument_spec,
-    backend_store_from_module,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
 def main():
-    argument_spec = backend_store_argument_spec()
-    argument_spec.update(
+    argument_spec = dict(
         min_free_ratio=dict(type="float", default=0.1),
         min_free_mb=dict(type="float", default=1.0),
         vacuum_margin_mb=dict(type="int", default=64),
@@ -275,34 +282,35 @@ def main():
         force=dict(type="bool", default=False),
         lock_timeout_ms=dict(type="int", default=5000),
         statement_timeout_ms=dict(type="int", default=0),
+        allow_non_mlflow=dict(type="bool", default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module.run(run, module)
+
+
+def run(module):
     params = module.params
-    try:
-        store = backend_store_from_module(module)
-        for name in ("min_free_ratio", "min_dead_ratio"):
-            if not 0 <= params[name] <= 1:
-                raise MaintenanceError("%s must be between 0 and 1, got %s" % (name, params[name]))
-        if store.is_sqlite:
-            result = optimize_sqlite(
-                store.path, check_mode=module.check_mode, min_free_ratio=params["min_free_ratio"],
-                min_free_bytes=int(params["min_free_mb"] * 1024 * 1024), force=params["force"],
-                analyze=params["analyze"], analysis_limit=params["analysis_limit"],
-                integrity_check=params["integrity_check"], margin_bytes=params["vacuum_margin_mb"] * 1024 * 1024,
-                busy_timeout=params["busy_timeout"])
-        else:
-            if PSYCOPG2_IMPORT_ERROR:
-                module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
-            result = optimize_postgres(
-                store, check_mode=module.check_mode, schema=params["schema"], tables=params["tables"],
-                min_dead_tuples=params["min_dead_tuples"], min_dead_ratio=params["min_dead_ratio"],
-                force=params["force"], vacuum_full=params["vacuum_full"], reindex=params["reindex"],
-                analyze=params["analyze"], lock_timeout_ms=params["lock_timeout_ms"],
-                statement_timeout_ms=params["statement_timeout_ms"], connect_timeout=params["connect_timeout"])
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
+    store = backend_store_from_module(module)
+    for name in ("min_free_ratio", "min_dead_ratio"):
+        if not 0 <= params[name] <= 1:
+            raise MaintenanceError("%s must be between 0 and 1, got %s" % (name, params[name]))
+    if store.is_sqlite:
+        result = optimize_sqlite(
+            store.path, check_mode=module.check_mode, min_free_ratio=params["min_free_ratio"],
+            min_free_bytes=int(params["min_free_mb"] * 1024 * 1024), force=params["force"],
+            analyze=params["analyze"], analysis_limit=params["analysis_limit"],
+            integrity_check=params["integrity_check"], margin_bytes=params["vacuum_margin_mb"] * 1024 * 1024,
+            busy_timeout=params["busy_timeout"], require_mlflow=not params["allow_non_mlflow"])
+    else:
+        module.require_lib("psycopg2", PSYCOPG2_IMPORT_ERROR)
+        result = optimize_postgres(
+            store, check_mode=module.check_mode, schema=params["schema"], tables=params["tables"],
+            min_dead_tuples=params["min_dead_tuples"], min_dead_ratio=params["min_dead_ratio"],
+            force=params["force"], vacuum_full=params["vacuum_full"], reindex=params["reindex"],
+            analyze=params["analyze"], lock_timeout_ms=params["lock_timeout_ms"],
+            statement_timeout_ms=params["statement_timeout_ms"], connect_timeout=params["db_connect_timeout"])
     result["store"] = store.to_result()
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":

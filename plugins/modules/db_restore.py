@@ -23,18 +23,66 @@ description:
     into the store's database or into O(target_database), which is created when missing. The restored tables'
     row counts must equal those recorded at dump time.
   - A target that already holds tables is only replaced with O(force=true).
+  - Only a backup of the same store is restored (the identity db_backup records in the manifest; for SQLite the
+    resolved real path of the database file, for PostgreSQL host, port and database). A backup of another store,
+    or an old one whose manifest records no store, needs O(allow_other_store=true).
+  - The backup's content is checked before the target is touched. An empty backup, or one without MLflow's
+    C(alembic_version) revision and C(runs) table, is refused unless O(allow_non_mlflow=true). SQLite backups
+    are decompressed into a private temporary copy next to the target and must also pass C(PRAGMA integrity_check);
+    PostgreSQL backups are judged by their manifest (row counts and schema revision of the dump).
+  - A SQLite target keeps its owner, group and permissions (the new file gets them before it is renamed over the
+    old one); O(owner), O(group) and O(mode) set them instead. A new target gets the current user and C(0600).
+    A target path that is a symlink is followed; the file it points to is replaced, the link stays.
+  - Hidden temporary files of an earlier, killed SQLite restore (C(.<name>.restore-<time>.partial) next to the
+    target) older than O(incomplete_grace) are removed and reported in RV(removed_partials).
   - Stop the tracking server first (the C(restore) role does).
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   src:
     description:
       - A backup file (or directory-format backup), its C(.manifest.json), or a directory of backups, meaning the
-        newest complete backup of the store's engine in it.
+        newest complete backup of this same store in it (with O(allow_other_store=true), the newest complete backup
+        of the store's engine, whatever store it came from).
     type: path
     required: true
+  allow_other_store:
+    description:
+      - Restore a backup whose manifest records another store, or no store at all (written before db_backup
+        recorded identities), for example to move a store to a new path or host.
+    type: bool
+    default: false
+  allow_non_mlflow:
+    description:
+      - Restore a backup that is empty or is not an MLflow store (no C(alembic_version) revision or no C(runs)
+        table). Never needed for backups of a working MLflow store.
+    type: bool
+    default: false
+  owner:
+    description:
+      - SQLite only. Owner (name or uid) of the restored database file; by default the replaced file's owner.
+      - Changing the owner needs root (C(become)).
+    type: str
+  group:
+    description:
+      - SQLite only. Group (name or gid) of the restored database file; by default the replaced file's group.
+    type: str
+  mode:
+    description:
+      - SQLite only. Permissions of the restored database file, as an octal string such as C('0600'); by default
+        the replaced file's, or C(0600) for a new file.
+    type: raw
+  incomplete_grace:
+    description:
+      - SQLite only. Temporary files of killed restores of this target older than this are removed.
+      - A duration like C(mlflow gc --older-than) takes it, C(1h), C(30m), C(2d); a bare number is seconds.
+    type: str
+    default: 1h
   force:
     description:
       - Replace a target that is not empty.
@@ -55,21 +103,21 @@ options:
       - Parallel C(pg_restore) jobs (custom and directory formats).
     type: int
     default: 1
-  timeout:
-    description:
-      - Seconds any one external command (C(pg_restore), C(psql), C(zstd)) may run.
-    type: int
-    default: 3600
 attributes:
   check_mode:
     support: full
-    description: Validates the backup (manifest, checksum, engine) and the target, and restores nothing.
+    description:
+      - Validates the backup (manifest, checksum, engine, store identity, content) and the target, and restores
+        nothing. SQLite backups are decompressed into a hidden temporary file next to the target for the content
+        checks; it is removed before the task ends.
   diff_mode:
     support: none
     description: A database restore has no meaningful text diff.
 requirements:
   - psycopg2, pg_restore and psql (PostgreSQL stores)
 notes:
+  - Uses the backend store family (O(artifacts_destination) excepted). The tracking and S3 families are accepted for
+    C(module_defaults) and ignored.
   - The task always reports C(changed) when it restores.
 seealso:
   - module: mlflowops.maintenance.db_backup
@@ -139,6 +187,20 @@ created_database:
   description: Whether O(target_database) was (or would be) created.
   returned: when the store is PostgreSQL
   type: bool
+other_store:
+  description: Whether the backup came from another store (or records none); only with O(allow_other_store=true).
+  returned: success
+  type: bool
+owner:
+  description: SQLite only. The owner, group and mode the restored file was (or would be) given.
+  returned: when the store is SQLite
+  type: dict
+  sample: {uid: 65534, gid: 65534, mode: "0600"}
+removed_partials:
+  description: SQLite only. Stale temporary files of killed restores that were (or in check mode would be) removed.
+  returned: when the store is SQLite
+  type: list
+  elements: str
 previous:
   description: SQLite only. Where the replaced database file was kept, or null.
   returned: success
@@ -154,43 +216,47 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import run_restore
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
-    backend_store_argument_spec,
-    backend_store_from_module,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, parse_duration
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_restore import run_restore
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
 def main():
-    argument_spec = backend_store_argument_spec()
-    argument_spec.update(
+    argument_spec = dict(
         src=dict(type="path", required=True),
         force=dict(type="bool", default=False),
         keep_previous=dict(type="bool", default=True),
         target_database=dict(type="str"),
         jobs=dict(type="int", default=1),
-        timeout=dict(type="int", default=3600),
+        allow_other_store=dict(type="bool", default=False),
+        allow_non_mlflow=dict(type="bool", default=False),
+        owner=dict(type="str"),
+        group=dict(type="str"),
+        mode=dict(type="raw"),
+        incomplete_grace=dict(type="str", default="1h"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module.run(run, module)
+
+
+def run(module):
     params = module.params
+    if params["jobs"] < 1:
+        raise MaintenanceError("jobs must be at least 1")
+    store = backend_store_from_module(module)
+    if params["target_database"] and not store.is_postgresql:
+        raise MaintenanceError("target_database applies to PostgreSQL stores only")
     try:
-        if params["jobs"] < 1:
-            raise MaintenanceError("jobs must be at least 1")
-        store = backend_store_from_module(module)
-        if params["target_database"] and not store.is_postgresql:
-            raise MaintenanceError("target_database applies to PostgreSQL stores only")
-        result = run_restore(store, params["src"], force=params["force"], keep_previous=params["keep_previous"],
-                             target_database=params["target_database"], jobs=params["jobs"],
-                             timeout=params["timeout"], connect_timeout=params["connect_timeout"],
-                             check_mode=module.check_mode)
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="db_restore failed: %s" % exc)
-    module.exit_json(**result)
+        grace = parse_duration(params["incomplete_grace"])
+    except ValueError as exc:
+        raise MaintenanceError("incomplete_grace: %s" % exc)
+    return run_restore(store, params["src"], force=params["force"], keep_previous=params["keep_previous"],
+                       target_database=params["target_database"], jobs=params["jobs"],
+                       deadline=params["deadline"] or None, db_connect_timeout=params["db_connect_timeout"],
+                       check_mode=module.check_mode, allow_other_store=params["allow_other_store"],
+                       allow_non_mlflow=params["allow_non_mlflow"], owner=params["owner"], group=params["group"],
+                       mode=params["mode"], incomplete_grace=grace)
 
 
 if __name__ == "__main__":

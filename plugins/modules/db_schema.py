@@ -27,7 +27,10 @@ description:
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   state:
     description:
@@ -61,6 +64,8 @@ requirements:
   - mlflow (in the interpreter that runs the module)
   - psycopg2 (PostgreSQL only)
 notes:
+  - Uses the backend store family (O(artifacts_destination) excepted). The tracking and S3 families are accepted for
+    C(module_defaults) and ignored.
   - MLflow's migrations are not guaranteed to be transactional. Take a backup first
     (M(mlflowops.maintenance.db_backup)) and stop the tracking servers that use the database;
     the C(upgrade) role does both, and restores the backup when a migration fails.
@@ -160,42 +165,35 @@ store:
 import os
 import sys
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_schema import (
     run_in_interpreter,
     run_schema,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
-    backend_store_argument_spec,
-    backend_store_from_module,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
 def main():
-    argument_spec = backend_store_argument_spec()
-    argument_spec.update(
+    argument_spec = dict(
         state=dict(type="str", default="current", choices=["current", "upgraded"]),
         auth_database_uri=dict(type="str"),
         auth_db_password=dict(type="str", no_log=True),
         python=dict(type="path"),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module.run(run, module)
+
+
+def run(module):
     params = dict(module.params)
     python = params.pop("python")
-    try:
-        backend_store_from_module(module)
-        if params["auth_database_uri"]:
-            backend_store_from_module(module, "auth_database_uri", "auth_db_password")
-        # A venv's python is a symlink to the base interpreter: compare the paths, not their targets.
-        if python and os.path.normpath(os.path.abspath(python)) != os.path.normpath(sys.executable):
-            result = run_in_interpreter(python, params, module.check_mode)
-        else:
-            result = run_schema(params, module.check_mode)
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    module.exit_json(**result)
+    backend_store_from_module(module)
+    if params["auth_database_uri"]:
+        backend_store_from_module(module, "auth_database_uri", "auth_db_password")
+    # A venv's python is a symlink to the base interpreter: compare the paths, not their targets.
+    if python and os.path.normpath(os.path.abspath(python)) != os.path.normpath(sys.executable):
+        return run_in_interpreter(python, params, module.check_mode, timeout=params["deadline"] or None)
+    return run_schema(params, module.check_mode)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ description:
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   older_than:
     description:
@@ -57,9 +60,36 @@ options:
     default: false
   purge_experiments:
     description:
-      - Whether to purge experiments in the deleted stage (with all their runs).
+      - Whether to purge experiments in the deleted stage (with all their runs and logged models).
     type: bool
     default: true
+  purge_logged_models:
+    description:
+      - Whether to purge MLflow 3 logged models in the deleted stage (soft-deleted, for example by
+        M(mlflowops.maintenance.logged_models_cleanup)) whose last update is older than O(older_than), as
+        C(mlflow gc) does. Their rows go from every table that references C(logged_models.model_id) (reflected
+        from the live schema), with their dataset inputs/outputs and entity associations; their artifacts are
+        deleted first, concurrently.
+    type: bool
+    default: true
+  logged_model_ids:
+    description:
+      - Purge only these logged models (C(mlflow gc --logged-model-ids)). Each must exist and be in the deleted
+        stage, or the task fails before anything changes. Runs and experiments are not purged when this is set
+        (unless O(run_ids) names runs too).
+    type: list
+    elements: str
+  jobs:
+    description:
+      - Also delete finished job records (C(SUCCEEDED), C(FAILED), C(TIMEOUT), C(CANCELED)) created before
+        O(older_than), as C(mlflow gc --jobs) does.
+    type: bool
+    default: false
+  job_ids:
+    description:
+      - Delete only these job records (when finished); implies O(jobs).
+    type: list
+    elements: str
   artifacts_destination:
     description:
       - The tracking server's C(--artifacts-destination), a directory or C(s3://bucket/prefix). Proxied
@@ -101,6 +131,11 @@ requirements:
   - psycopg2 or psycopg, for PostgreSQL stores
   - boto3, for S3 artifact stores
 notes:
+  - Uses the backend store family, O(tracking_uri) of the tracking family, and the S3 family (for an C(s3://)
+    O(artifacts_destination)); the other tracking options are accepted for C(module_defaults) and ignored.
+  - With O(workspace) (a name, a list, or V(all)), only runs, logged models, experiments and job records of those
+    workspaces are purged (C(mlflow gc --workspace / --all-workspaces)); a store without workspaces fails before any
+    change. Without it, the whole store is covered.
   - A second identical invocation reports C(changed=false).
   - Use M(mlflowops.maintenance.runs_cleanup) first to soft-delete runs; until gc purges them,
     C(runs_cleanup state=active) can restore them.
@@ -144,6 +179,20 @@ purged_runs:
   returned: always
   type: int
   sample: 1980
+purged_logged_models:
+  description: MLflow 3 logged models permanently deleted, rows and artifacts (in check mode, that would be).
+  returned: always
+  type: int
+  sample: 12
+logged_model_ids:
+  description: Ids of the purged logged models, at most O(run_ids_limit).
+  returned: always
+  type: list
+  elements: str
+purged_jobs:
+  description: Finished job records deleted (O(jobs) or O(job_ids)).
+  returned: always
+  type: int
 purged_experiments:
   description: Experiments permanently deleted (in check mode, that would be).
   returned: always
@@ -196,36 +245,48 @@ duration_s:
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
-
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_delete import ArtifactDeleter
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_job import run_gc
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import GcStore
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import cutoff_ms
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import (
-    backend_store_argument_spec,
-    backend_store_from_module,
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import (
+    normalise_workspaces,
+    select_workspaces,
 )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import cutoff_ms
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
 def main():
-    argument_spec = backend_store_argument_spec()
-    argument_spec.update(
+    argument_spec = dict(
         older_than=dict(type="str"),
         experiment_ids=dict(type="list", elements="str"),
         run_ids=dict(type="list", elements="str"),
         include_undated=dict(type="bool", default=False),
         purge_experiments=dict(type="bool", default=True),
-        artifacts_destination=dict(type="str"),
-        tracking_uri=dict(type="str", fallback=(env_fallback, ["MLFLOW_TRACKING_URI"])),
+        purge_logged_models=dict(type="bool", default=True),
+        logged_model_ids=dict(type="list", elements="str"),
+        jobs=dict(type="bool", default=False),
+        job_ids=dict(type="list", elements="str"),
         batch_size=dict(type="int", default=500),
         concurrency=dict(type="int", default=16),
         run_ids_limit=dict(type="int", default=1000),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module.run(run, module)
+
+
+def gc_workspaces(store, workspace):
+    """None (the whole store) without the workspace option; else the selected workspaces (``all``: every one)."""
+    requested = normalise_workspaces(workspace)
+    if not requested:
+        return None
+    return select_workspaces(requested, store.workspace_names())
+
+
+def run(module):
     params = module.params
-    watch = Stopwatch()
     store = None
     try:
         cutoff = None
@@ -237,26 +298,21 @@ def main():
         backend = backend_store_from_module(module)
         if backend.is_sqlite and not os.path.exists(backend.path):
             raise MaintenanceError("backend store %s does not exist" % backend.redacted())
-        store = GcStore(backend.sqlalchemy_url(), params["connect_timeout"])
+        store = GcStore(backend.sqlalchemy_url(), params["db_connect_timeout"])
+        store.set_workspaces(gc_workspaces(store, params.get("workspace")))
         deleter = ArtifactDeleter(params["artifacts_destination"], params["tracking_uri"], s3_params=params,
                                   pool_size=params["concurrency"])
         result = run_gc(store, deleter, cutoff=cutoff, include_undated=params["include_undated"],
                         experiment_ids=params["experiment_ids"], run_ids=params["run_ids"],
                         batch_size=params["batch_size"], concurrency=params["concurrency"],
                         check_mode=module.check_mode, run_ids_limit=params["run_ids_limit"],
-                        purge_experiments=params["purge_experiments"])
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, duration_s=watch.elapsed(), **exc.details)
-    except Exception as exc:  # pylint: disable=broad-except
-        # Database errors (connection refused, authentication) end as one readable line.
-        text = str(exc).strip().splitlines()
-        module.fail_json(msg="gc failed: %s: %s" % (exc.__class__.__name__, text[0] if text else ""),
-                         duration_s=watch.elapsed())
+                        purge_experiments=params["purge_experiments"], deadline=module.deadline,
+                        purge_logged_models=params["purge_logged_models"],
+                        logged_model_ids=params["logged_model_ids"], jobs=params["jobs"], job_ids=params["job_ids"])
     finally:
         if store is not None:
             store.close()
-    result["duration_s"] = watch.elapsed()
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":

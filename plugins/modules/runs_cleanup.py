@@ -25,12 +25,17 @@ description:
     an end time (runs left behind by crashed jobs).
   - With O(state=active), soft-deleted runs matching the same selection are restored, which undoes a
     cleanup before M(mlflowops.maintenance.gc) purges it.
-  - If the server goes away midway, the task fails and says how many runs were done and how many
-    remain; running it again completes the job.
+  - If the server goes away midway (a connection or timeout failure, or O(retries) exhausted on HTTP 5xx three
+    calls in a row), or the task's O(deadline) passes, the task stops and says how many runs were done and how
+    many remain; running it again completes the job.
+  - Every option is checked before the first request; a negative count or concurrency fails the task.
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
   - mlflowops.maintenance.tracking
+  - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   state:
     description:
@@ -87,12 +92,12 @@ options:
     description:
       - Safety cap on the number of runs deleted (or restored) by one invocation. When the selection
         is larger, the task fails before changing anything.
-      - V(-1) disables the cap.
+      - V(-1) disables the cap. Any other negative value fails the task before anything changes.
     type: int
     default: 10000
   concurrency:
     description:
-      - How many delete, restore or update requests are in flight at once.
+      - How many delete, restore or update requests are in flight at once. At least V(1).
     type: int
     default: 8
   reap_running_after:
@@ -105,6 +110,7 @@ options:
   run_ids_limit:
     description:
       - The most run ids listed in each of RV(run_ids), RV(reaped_run_ids) and RV(protected_run_ids).
+      - V(0) lists none; a negative value fails the task.
     type: int
     default: 1000
 attributes:
@@ -114,7 +120,10 @@ attributes:
   diff_mode:
     support: none
     description: Results list the affected run ids instead of a diff.
+requirements:
+  - requests >= 2.25
 notes:
+  - Uses the tracking family. The backend store and S3 families are accepted for C(module_defaults) and ignored.
   - A second identical invocation reports C(changed=false).
   - Runs deleted by this module stay restorable until M(mlflowops.maintenance.gc) purges them.
 seealso:
@@ -218,172 +227,17 @@ duration_s:
   sample: 14.2
 """
 
-import time
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import (
     DEFAULT_KEEP_TAG,
     DEFAULT_STATUSES,
-    build_filter,
-    build_reap_filter,
-    capped,
-    check_cap,
-    cutoff_ms,
-    plan_deletions,
-    plan_restores,
-    resolve_experiments,
-    validate_statuses,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import (
-    TrackingClient,
-    TrackingError,
-    tracking_argument_spec,
-)
-
-FAILURES_LISTED = 50
-
-
-def registered_run_ids(client):
-    """Run ids of every registered model version, all pages."""
-    return set(version["run_id"] for version in client.search_model_versions() if version.get("run_id"))
-
-
-def experiment_ids_for(client, requested):
-    if requested:
-        return resolve_experiments(requested, client.get_experiment, client.get_experiment_by_name)
-    return [experiment["experiment_id"] for experiment in client.search_experiments("ACTIVE_ONLY")]
-
-
-def search_all(client, experiment_ids, filter_string, view_type):
-    """Every run matching the filter, across experiments, in batches of experiments per search."""
-    for offset in range(0, len(experiment_ids), 100):
-        yield from client.search_runs(experiment_ids[offset:offset + 100], filter_string, run_view_type=view_type)
-
-
-def is_server_gone(exc):
-    return isinstance(exc, TrackingError) and (exc.kind in ("connection", "timeout") or exc.status in (502, 503, 504))
-
-
-def is_not_found(exc):
-    return isinstance(exc, TrackingError) and exc.status == 404
-
-
-def apply(client, endpoint, payloads, concurrency, progress):
-    """POST each payload with bounded concurrency; stops submitting when the server goes away.
-
-    ``progress`` collects ``done`` (ids), ``gone`` (ids already gone), ``failures`` and ``fatal``.
-    Requests already in flight when the server goes away are still accounted for.
-    """
-    def call(payload):
-        return client.post(endpoint, payload)
-
-    def until_fatal():
-        for payload in payloads:
-            if progress["fatal"] is not None:
-                return
-            yield payload
-
-    for payload, _result, error in client.map_concurrently(call, until_fatal(), concurrency):
-        run_id = payload["run_id"]
-        if error is None:
-            progress["done"].append(run_id)
-        elif is_not_found(error):
-            progress["gone"].append(run_id)
-        elif is_server_gone(error):
-            progress["fatal"] = progress["fatal"] or error
-        else:
-            progress["failures"].append(dict(run_id=run_id, error=getattr(error, "msg", str(error))))
-
-
-def new_progress():
-    return dict(done=[], gone=[], failures=[], fatal=None)
-
-
-def run_cleanup(module, client):
-    params = module.params
-    now = int(time.time() * 1000)
-    state = params["state"]
-    statuses = validate_statuses(params["statuses"])
-    cutoff = cutoff_ms(params["older_than"], now) if params["older_than"] not in (None, "") else None
-    reap_cutoff = None
-    if params["reap_running_after"] not in (None, ""):
-        reap_cutoff = cutoff_ms(params["reap_running_after"], now, "reap_running_after")
-    if params["concurrency"] < 1:
-        raise MaintenanceError("concurrency must be at least 1, got %d" % params["concurrency"])
-    search_filter = build_filter(cutoff, params["time_field"], statuses, params["filter"])
-    experiment_ids = experiment_ids_for(client, params["experiments"])
-
-    reap_candidates = []
-    if reap_cutoff is not None and experiment_ids:
-        reap_candidates = list(search_all(client, experiment_ids, build_reap_filter(reap_cutoff, params["filter"]),
-                                          "ACTIVE_ONLY"))
-    if state == "deleted":
-        protected_ids = registered_run_ids(client) if params["protect_registered"] else set()
-        candidates = search_all(client, experiment_ids, search_filter, "ACTIVE_ONLY") if experiment_ids else []
-        plan = plan_deletions(candidates, protected_ids, params["keep_tag"], reap_candidates, cutoff,
-                              params["time_field"], statuses, reap_time=now)
-        endpoint = "runs/delete"
-    else:
-        candidates = search_all(client, experiment_ids, search_filter, "DELETED_ONLY") if experiment_ids else []
-        plan = plan_restores(candidates)
-        reap_plan = plan_deletions([], set(), None, reap_candidates, None)
-        plan.reap = reap_plan.reap
-        endpoint = "runs/restore"
-    check_cap(len(plan.act), params["max_delete"], "delete" if state == "deleted" else "restore")
-
-    limit = params["run_ids_limit"]
-    reasons = {}
-    for reason in plan.protected.values():
-        reasons[reason] = reasons.get(reason, 0) + 1
-    result = dict(
-        changed=bool(plan.act or plan.reap), deleted=0, restored=0, reaped=0, protected=plan.protected_count,
-        protected_reasons=reasons, protected_run_ids=capped(plan.protected, limit), experiment_ids=experiment_ids,
-        search_filter=search_filter, failures=[],
-        run_ids_truncated=any(limit >= 0 and len(ids) > limit for ids in (plan.act, plan.reap, plan.protected)),
-    )
-    count_key = "deleted" if state == "deleted" else "restored"
-    if module.check_mode:
-        result.update({count_key: len(plan.act), "reaped": len(plan.reap)})
-        result.update(run_ids=capped(plan.act, limit), reaped_run_ids=capped(plan.reap, limit))
-        return result
-
-    reap_progress = new_progress()
-    if plan.reap:
-        apply(client, "runs/update", ({"run_id": run_id, "status": "KILLED", "end_time": now} for run_id in plan.reap),
-              params["concurrency"], reap_progress)
-    progress = new_progress()
-    if reap_progress["fatal"] is None and plan.act:
-        apply(client, endpoint, ({"run_id": run_id} for run_id in plan.act), params["concurrency"], progress)
-
-    result.update({count_key: len(progress["done"]), "reaped": len(reap_progress["done"])})
-    result.update(run_ids=capped(progress["done"], limit), reaped_run_ids=capped(reap_progress["done"], limit))
-    result["failures"] = (reap_progress["failures"] + progress["failures"])[:FAILURES_LISTED]
-    result["changed"] = bool(progress["done"] or reap_progress["done"])
-    fatal = reap_progress["fatal"] or progress["fatal"]
-    if fatal is not None:
-        finished = set(progress["done"]) | set(progress["gone"])
-        remaining = [run_id for run_id in plan.act if run_id not in finished]
-        reap_remaining = [run_id for run_id in plan.reap
-                          if run_id not in set(reap_progress["done"]) | set(reap_progress["gone"])]
-        verb = "deleted" if state == "deleted" else "restored"
-        raise MaintenanceError(
-            "the tracking server stopped answering midway: %d of %d runs %s, %d remain; %d of %d stale runs reaped, "
-            "%d remain (%s). Rerun the task to finish the job."
-            % (len(progress["done"]), len(plan.act), verb, len(remaining), len(reap_progress["done"]),
-               len(plan.reap), len(reap_remaining), fatal.msg),
-            remaining=len(remaining) + len(reap_remaining), remaining_run_ids=capped(remaining, limit), **result)
-    if result["failures"]:
-        failed = len(reap_progress["failures"]) + len(progress["failures"])
-        raise MaintenanceError("%d runs could not be changed (first: %s); %d runs %s"
-                               % (failed, result["failures"][0]["error"], len(progress["done"]), count_key), **result)
-    return result
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_job import run_cleanup
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import TrackingClient
 
 
 def main():
-    argument_spec = tracking_argument_spec()
-    argument_spec.update(
+    argument_spec = dict(
         state=dict(type="str", choices=["deleted", "active"], default="deleted"),
         older_than=dict(type="str"),
         time_field=dict(type="str", choices=["start_time", "end_time"], default="start_time"),
@@ -398,18 +252,14 @@ def main():
         reap_running_after=dict(type="str"),
         run_ids_limit=dict(type="int", default=1000),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    watch = Stopwatch()
-    try:
-        client = TrackingClient.from_module(module, pool_size=max(16, module.params["concurrency"] * 2))
-        result = run_cleanup(module, client)
-    except MaintenanceError as exc:
-        details = dict(exc.details)
-        details.pop("msg", None)
-        details["duration_s"] = watch.elapsed()
-        module.fail_json(msg=exc.msg, **details)
-    result["duration_s"] = watch.elapsed()
-    module.exit_json(**result)
+    module = MlflowOpsModule(argument_spec=argument_spec, requires=("tracking",))
+
+    def job():
+        client = TrackingClient.from_module(module, pool_size=max(16, module.params["concurrency"] * 2),
+                                            deadline=module.deadline)
+        return run_cleanup(module.params, client, check_mode=module.check_mode, deadline=module.deadline)
+
+    module.run(job)
 
 
 if __name__ == "__main__":

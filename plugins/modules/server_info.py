@@ -17,13 +17,18 @@ description:
     (an experiments search with C(max_results=1)), and measures the latency of each.
   - Measures the CPU, memory and disk use of the host the module runs on, for each path in O(disk_paths).
   - Every problem becomes a failed check with a one-line reason; a closed port, a server that never
-    answers, rejected credentials, a TLS error and an HTTP server that is not MLflow all return
-    within O(timeout).
+    answers or trickles its answer, rejected credentials, a TLS error and an HTTP server that is not
+    MLflow all return within O(timeout).
+  - Each probe must complete (connect and the whole answer) within O(timeout), and all of them within
+    O(deadline); a probe cut off by the deadline fails its check with a reason naming the deadline.
   - Does not import mlflow; it needs only C(requests) and C(psutil).
 author:
   - mlflowops maintainers (@mlflowops)
 extends_documentation_fragment:
+  - mlflowops.maintenance.common
   - mlflowops.maintenance.tracking
+  - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   thresholds:
     description:
@@ -73,8 +78,10 @@ attributes:
     support: none
     description: Nothing is changed, so there is nothing to show.
 requirements:
+  - requests >= 2.25
   - psutil >= 5.8
 notes:
+  - Uses the tracking family. The backend store and S3 families are accepted for C(module_defaults) and ignored.
   - The module never reports C(changed).
   - The C(latency_ms) check compares the slowest probe's latency with O(thresholds.latency_ms).
   - Probes are not retried, whatever O(retries) says, so the result tells what the server does now.
@@ -187,8 +194,7 @@ resources:
   sample: {cpu_percent: 12.5, memory_percent: 41.0, disks: [{path: /, percent: 22.0, free_bytes: 85899345920}]}
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.health import (
     PSUTIL_IMPORT_ERROR,
@@ -197,15 +203,25 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.health impor
     probe_server,
     summarize_failures,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import (
-    TrackingClient,
-    tracking_argument_spec,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import TrackingClient
+
+
+def run(module):
+    params = module.params
+    # Each probe must complete within ``timeout``, all of them within the deadline: a trickling server is unhealthy.
+    client = TrackingClient.from_module(module, attempt_limit=params["timeout"])
+    server = probe_server(client)
+    resources = host_resources(params["disk_paths"]) if params["check_resources"] else None
+    checks = evaluate_checks(server, resources, params["thresholds"])
+    healthy = all(check["ok"] for check in checks)
+    result = dict(changed=False, healthy=healthy, checks=checks, server=server, resources=resources)
+    if not healthy and params["fail_on_unhealthy"]:
+        raise MaintenanceError("unhealthy: %s" % summarize_failures(checks), **result)
+    return result
 
 
 def main():
-    argument_spec = tracking_argument_spec()
-    argument_spec.update(
+    module = MlflowOpsModule(argument_spec=dict(
         thresholds=dict(type="dict", default={}, options=dict(
             cpu_percent=dict(type="float", default=90.0),
             memory_percent=dict(type="float", default=90.0),
@@ -215,25 +231,10 @@ def main():
         disk_paths=dict(type="list", elements="path", default=["/"]),
         check_resources=dict(type="bool", default=True),
         fail_on_unhealthy=dict(type="bool", default=False),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-
-    if params["check_resources"] and PSUTIL_IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib("psutil"), exception=PSUTIL_IMPORT_ERROR)
-    try:
-        client = TrackingClient.from_module(module)
-    except MaintenanceError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-
-    server = probe_server(client)
-    resources = host_resources(params["disk_paths"]) if params["check_resources"] else None
-    checks = evaluate_checks(server, resources, params["thresholds"])
-    healthy = all(check["ok"] for check in checks)
-    result = dict(changed=False, healthy=healthy, checks=checks, server=server, resources=resources)
-    if not healthy and params["fail_on_unhealthy"]:
-        module.fail_json(msg="unhealthy: %s" % summarize_failures(checks), **result)
-    module.exit_json(**result)
+    ), requires=("tracking",))
+    if module.params["check_resources"]:
+        module.require_lib("psutil", PSUTIL_IMPORT_ERROR)
+    module.run(run, module)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ def make_blob_sqlite(path, megabytes, wal=False):
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY, data BLOB)")
     conn.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num TEXT)")
+    conn.execute("CREATE TABLE IF NOT EXISTS runs (run_uuid TEXT PRIMARY KEY)")  # db_restore wants an MLflow store
     conn.execute("INSERT INTO alembic_version VALUES ('test')")
     conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
                  "INSERT INTO blobs (data) SELECT randomblob(65536) FROM n", (megabytes * 16,))

@@ -18,6 +18,8 @@ from harness.services import MotoS3, SilentListener, closed_port_url
 OBJECTS = 2500
 BIG = 9 * 1024 * 1024
 MANIFEST = ".mlflowops-manifest.json"
+# The module's own bookkeeping files at the root of a local destination (not copies of source files).
+OWN_FILES = (MANIFEST, ".mlflowops-store.json")
 
 
 def s3_args(moto):
@@ -30,6 +32,51 @@ def keys_under(client, bucket, prefix):
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(item["Key"] for item in page.get("Contents", []))
     return keys
+
+
+def sizes_under(client, bucket, prefix):
+    """{key relative to prefix: size} of every object under the prefix (all pages)."""
+    found = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"][len(prefix):]] = item["Size"]
+    return found
+
+
+def object_sha256(moto, bucket, key):
+    """sha256 of an object's bytes, read back from the server.
+
+    Response checksums are not validated by botocore here: moto keeps a multipart source's composite
+    CRC32 on a single-part CopyObject result, which botocore rejects although the bytes are right;
+    the sha256 compared by the test is the real check.
+    """
+    client = _READERS.get(moto.endpoint_url)
+    if client is None:
+        import boto3  # pylint: disable=import-outside-toplevel
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+        client = _READERS[moto.endpoint_url] = boto3.client(
+            "s3", endpoint_url=moto.endpoint_url, aws_access_key_id=moto.access_key,
+            aws_secret_access_key=moto.secret_key, region_name=moto.region,
+            config=Config(response_checksum_validation="when_required"))
+    return hashlib.sha256(client.get_object(Bucket=bucket, Key=key)["Body"].read()).hexdigest()
+
+
+_READERS = {}
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sample_of(names, count=60):
+    """A spread-out, deterministic sample of the sorted names, always with the largest first and last."""
+    names = sorted(names)
+    step = max(1, len(names) // count)
+    return sorted(set(names[::step] + names[-1:]))
 
 
 def local_files(root):
@@ -112,6 +159,15 @@ def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_b
     assert len(copied) == OBJECTS
     source = sorted(key[len("mlflow/"):] for key in keys_under(client, source_bucket, "mlflow/"))
     assert sorted(key[len("backup/"):] for key in copied) == source
+    # The bytes, not just the names: every size matches the source, and the content of the 9 MiB
+    # multipart object and of a spread-out sample hashes the same as the source object.
+    source_sizes = sizes_under(client, source_bucket, "mlflow/")
+    assert sizes_under(client, dest_bucket, "backup/") == source_sizes
+    big = [key for key, size in source_sizes.items() if size == BIG]
+    assert len(big) == 1
+    for key in sample_of(source_sizes) + big:
+        copied_sha = object_sha256(moto_s3, dest_bucket, "backup/" + key)
+        assert copied_sha == object_sha256(moto_s3, source_bucket, "mlflow/" + key), key
     assert second["_status"] == "ok"
     assert second["changed"] is False
     assert second["copied"] == 0 and second["bytes_copied"] == 0
@@ -125,14 +181,23 @@ def test_s3_to_local_copies_every_object_and_rerun_copies_nothing(moto_s3, sourc
     first, second = results["first"], results["second"]
     assert first["_status"] == "ok", run.stdout
     assert first["copied"] == OBJECTS
-    files = [name for name in local_files(dest) if name != MANIFEST]
+    files = [name for name in local_files(dest) if name not in OWN_FILES]
     assert len(files) == OBJECTS
     with open(os.path.join(dest, MANIFEST)) as handle:
         manifest = json.load(handle)
     assert manifest["file_count"] == OBJECTS
-    for sample in (files[0], files[17]):
-        with open(os.path.join(dest, sample), "rb") as handle:
-            assert manifest["files"][sample]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    # Every copied file has the source object's size; the 9 MiB multipart object and a sample hash
+    # the same as the SOURCE objects (and the manifest agrees with them).
+    client = moto_s3.client()
+    source_sizes = sizes_under(client, source_bucket, "mlflow/")
+    assert sorted(source_sizes) == files
+    assert dict((name, os.path.getsize(os.path.join(dest, name))) for name in files) == source_sizes
+    big = [key for key, size in source_sizes.items() if size == BIG]
+    assert len(big) == 1
+    for sample in sample_of(files) + big:
+        expected = object_sha256(moto_s3, source_bucket, "mlflow/" + sample)
+        assert file_sha256(os.path.join(dest, sample)) == expected, sample
+        assert manifest["files"][sample]["sha256"] == expected
     assert second["_status"] == "ok"
     assert second["changed"] is False and second["copied"] == 0 and second["bytes_copied"] == 0
 
@@ -142,7 +207,7 @@ def test_checksum_catches_same_size_change_and_verify_reports_removed(moto_s3, s
     args = dict(s3_args(moto_s3), src="s3://%s/mlflow" % small_bucket, dest=dest)
     results, run = play(("first", args))
     assert results["first"]["copied"] == 40, run.stdout
-    files = [name for name in local_files(dest) if name != MANIFEST]
+    files = [name for name in local_files(dest) if name not in OWN_FILES]
 
     # A same-size change behind the backup's back, mtime restored: only content comparison sees it.
     sample = files[17]
@@ -219,7 +284,9 @@ def test_local_to_local_and_local_to_s3_mirror_with_deletion(moto_s3, tmp_path):
     args = {"src": src, "dest": dest}
     results, run = play(("first", args), ("again", args))
     assert results["first"]["copied"] == 20 and results["first"]["changed"] is True, run.stdout
-    assert [f for f in local_files(dest) if f != MANIFEST] == local_files(src)
+    assert [f for f in local_files(dest) if f not in OWN_FILES] == local_files(src)
+    for name in local_files(src):
+        assert file_sha256(os.path.join(dest, name)) == file_sha256(os.path.join(src, name)), name
     assert results["again"]["changed"] is False and results["again"]["copied"] == 0
 
     os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
@@ -230,6 +297,10 @@ def test_local_to_local_and_local_to_s3_mirror_with_deletion(moto_s3, tmp_path):
     assert results["kept"]["deleted"] == 0 and results["kept"]["extraneous"] == ["0/run00/artifacts/f.txt"], run.stdout
     assert results["pruned"]["deleted"] == 1 and not os.path.exists(os.path.join(dest, "0", "run00"))
     assert results["up"]["copied"] == 19
+    client = moto_s3.client()
+    assert sorted(sizes_under(client, bucket, "up/")) == local_files(src)
+    for name in local_files(src):
+        assert object_sha256(moto_s3, bucket, "up/" + name) == file_sha256(os.path.join(src, name)), name
     meta = moto_s3.client().head_object(Bucket=bucket, Key="up/1/run01/artifacts/f.txt")["Metadata"]
     with open(os.path.join(src, "1", "run01", "artifacts", "f.txt"), "rb") as handle:
         assert meta["sha256"] == hashlib.sha256(handle.read()).hexdigest()
@@ -261,6 +332,9 @@ def test_local_snapshots_share_inodes_and_retention(tmp_path):
     diff = os.path.join("1", "run01", "artifacts", "f.txt")
     assert os.stat(os.path.join(repo, a, diff)).st_ino != os.stat(os.path.join(repo, b, diff)).st_ino
     assert os.path.isfile(os.path.join(repo, b, MANIFEST))
+    assert [f for f in local_files(os.path.join(repo, b)) if f not in OWN_FILES] == local_files(src)
+    for name in local_files(src):
+        assert file_sha256(os.path.join(repo, b, name)) == file_sha256(os.path.join(src, name)), name
     os.unlink(os.path.join(src, "0", "run00", "artifacts", "f.txt"))
     results, run = play(("third", args))
     third = results["third"]
@@ -334,9 +408,9 @@ def test_bad_inputs_fail_clearly_and_write_nothing(moto_s3, source_bucket, tmp_p
             ("s3 dest inside src", dict(base, src="s3://%s/mlflow" % source_bucket,
                                         dest="s3://%s/mlflow/copy" % source_bucket)),
             ("closed port", dict(base, endpoint_url=closed_port_url(), src="s3://b/x", dest=dest,
-                                 connect_timeout=2, read_timeout=2, retries=1)),
+                                 s3_connect_timeout=2, s3_read_timeout=2, s3_retries=1)),
             ("silent endpoint", dict(base, endpoint_url=listener.url, src="s3://b/x", dest=dest,
-                                     connect_timeout=2, read_timeout=2, retries=0)),
+                                     s3_connect_timeout=2, s3_read_timeout=2, s3_retries=0)),
             ("not a location", {"src": "ftp://example.com/x", "dest": dest}),
         )
     finally:
@@ -348,7 +422,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(moto_s3, source_bucket, tmp_p
         "dest inside src": "lies inside src",
         "s3 dest inside src": "lies inside src",
         "closed port": "cannot reach the S3 endpoint",
-        "silent endpoint": "did not answer within read_timeout",
+        "silent endpoint": "did not answer within s3_read_timeout",
         "not a location": "must be a local directory or s3://bucket/prefix",
     }
     for name, words in expected.items():

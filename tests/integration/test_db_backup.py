@@ -54,7 +54,8 @@ def test_backup_while_server_writes_then_restore_into_new_target(mlflow_sqlite, 
         results, _run = run_tasks([
             ("backup", "db_backup", {"backend_store_uri": mlflow_sqlite.backend_store_uri, "dest": dest,
                                      "verify": "restore", "force": True}),
-            ("restore", "db_restore", {"backend_store_uri": "sqlite:///" + target, "src": dest}),
+            ("restore", "db_restore", {"backend_store_uri": "sqlite:///" + target, "src": dest,
+                                       "allow_other_store": True}),  # another path: another store
         ])
     finally:
         writer.stop()
@@ -203,7 +204,7 @@ def batch(tmp_path_factory):
     ret = dict(backend_store_uri="sqlite:///" + one, dest=os.path.join(root, "ret-dest"), force=True,
                retention={"keep_last": 2})
     restore_dest = os.path.join(root, "restore-dest")
-    restore_args = {"backend_store_uri": "sqlite:///" + out["target"], "src": restore_dest}
+    restore_args = {"backend_store_uri": "sqlite:///" + out["target"], "src": restore_dest, "allow_other_store": True}
     tasks = [
         ("wal", "db_backup", {"backend_store_uri": "sqlite:///" + wal, "dest": os.path.join(root, "wal-dest"),
                               "verify": "restore", "compression": "none"}),
@@ -231,9 +232,22 @@ def batch(tmp_path_factory):
                                   "dest": os.path.join(root, "missing-dest")}),
     ]
     readonly, full = os.path.join(root, "ro"), os.path.join(root, "full")
-    out["mount_error"] = _mount_tmpfs(readonly, "ro,size=1m") or _mount_tmpfs(full, "size=1m")
+    # Each mount that succeeded is recorded at once, so the finally below unmounts it even when the
+    # next mount (or anything later) fails.
+    for path, options in ((readonly, "ro,size=1m"), (full, "size=1m")):
+        out["mount_error"] = _mount_tmpfs(path, options)
+        if out["mount_error"]:
+            break
+        out["mounts"].append(path)
+    try:
+        return _run_batch(out, root, tasks, wal, conn, one, readonly, full)
+    finally:
+        for path in out["mounts"]:
+            subprocess.run(["umount", "-l", path], check=False)
+
+
+def _run_batch(out, root, tasks, wal, conn, one, readonly, full):
     if not out["mount_error"]:
-        out["mounts"] = [readonly, full]
         out["readonly"], out["full"] = readonly, full
         random_store = make_blob_sqlite(os.path.join(root, "random.db"), 4)  # random bytes: zstd cannot fit 1 MiB
         tasks += [
@@ -257,8 +271,6 @@ def batch(tmp_path_factory):
         out["wal_committed"] = writer.committed
         out["entries"] = dict((name, entries(os.path.join(root, name))) for name in os.listdir(root)
                               if os.path.isdir(os.path.join(root, name)))
-        for path in out["mounts"]:
-            subprocess.run(["umount", "-l", path], check=False)
     return out
 
 
@@ -342,9 +354,14 @@ def test_missing_sqlite_file_is_a_clear_error(batch):
     assert not os.path.exists(batch["missing"])
 
 
-def test_unwritable_dest_is_a_clear_error(batch):
+def _skip_without_tmpfs(batch):
     if batch["mount_error"]:
-        pytest.skip("cannot mount a tmpfs here: %s" % batch["mount_error"])
+        pytest.skip("ENVIRONMENT: cannot mount a tmpfs here (needs root and mount rights), so this test did NOT run: %s"
+                    % batch["mount_error"])
+
+
+def test_unwritable_dest_is_a_clear_error(batch):
+    _skip_without_tmpfs(batch)
     top, below = batch["results"]["ro_top"], batch["results"]["ro_below"]
     assert top["_status"] == "failed"
     assert top["msg"] == "dest %s is not writable by this user" % batch["readonly"]
@@ -352,8 +369,7 @@ def test_unwritable_dest_is_a_clear_error(batch):
 
 
 def test_full_disk_is_a_clear_error_and_leaves_nothing(batch):
-    if batch["mount_error"]:
-        pytest.skip("cannot mount a tmpfs here: %s" % batch["mount_error"])
+    _skip_without_tmpfs(batch)
     for name in ("full_none", "full_zstd"):
         result = batch["results"][name]
         assert result["_status"] == "failed"

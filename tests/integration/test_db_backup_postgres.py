@@ -4,13 +4,73 @@
 import json
 import os
 import secrets
+import threading
 import time
 
-from harness.backup_tools import CmdlineSampler, MetricWriter, run_tasks
+from harness.backup_tools import MetricWriter, run_tasks
 from harness.datagen import RunSpec, add_runs, create_experiment
 from harness.services import api, closed_port_url
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import parse_backend_store_uri
+
+
+class ProcSampler(threading.Thread):
+    """Samples /proc/<pid>/cmdline AND /proc/<pid>/environ of every process until stopped.
+
+    ``leaks``: the processes (outside ``exclude_pgids``) whose argv or environment held ``needle``.
+    ``seen_env``: the watched tools (pg_dump, pg_restore, psql) whose environment was read at least once
+    while they ran, so a test can prove the sampling looked at them.
+    """
+
+    def __init__(self, needle, watch=("pg_dump", "pg_restore", "psql"), exclude_pgids=()):
+        super().__init__(daemon=True)
+        self.needle = needle.encode()
+        self.watch = tuple(watch)
+        self.exclude_pgids = set(exclude_pgids)
+        self.leaks = []
+        self.seen = set()
+        self.seen_env = set()
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    @staticmethod
+    def _read(pid, name):
+        try:
+            with open("/proc/%s/%s" % (pid, name), "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def _pgid(self, pid):
+        stat = self._read(pid, "stat")
+        try:
+            return int(stat.rsplit(b")", 1)[1].split()[2])
+        except (AttributeError, ValueError, IndexError):
+            return None
+
+    def run(self):
+        own = str(os.getpid())
+        while not self._stop_event.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or pid == own:
+                    continue
+                cmdline = self._read(pid, "cmdline")
+                if not cmdline:
+                    continue
+                environ = self._read(pid, "environ")
+                tool = os.path.basename(cmdline.split(b"\0")[0].decode("utf-8", "replace"))
+                if tool in self.watch:
+                    self.seen.add(tool)
+                    if environ is not None and self._read(pid, "cmdline") == cmdline:
+                        self.seen_env.add(tool)
+                for where, data in (("cmdline", cmdline), ("environ", environ)):
+                    if data and self.needle in data and self._pgid(pid) not in self.exclude_pgids:
+                        self.leaks.append("%s of %s: %s" % (where, tool, cmdline.replace(b"\0", b" ")[:200]))
+            self.samples += 1
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(30)
 
 
 def test_backup_while_server_writes_secret_never_visible_restore_new_database(mlflow_pg_s3, postgres, tmp_path):
@@ -22,7 +82,7 @@ def test_backup_while_server_writes_secret_never_visible_restore_new_database(ml
     writer_run = api(mlflow_pg_s3.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
     writer = MetricWriter(mlflow_pg_s3.url, writer_run)
     # the test harness starts the MLflow server itself with the URI in its argv: not the module's doing
-    sampler = CmdlineSampler(store.password, exclude_pgids=[mlflow_pg_s3.process.pid])
+    sampler = ProcSampler(store.password, exclude_pgids=[mlflow_pg_s3.process.pid])
     target = "restored_%s" % secrets.token_hex(4)
     dest = str(tmp_path / "pg")
     writer.start()
@@ -46,8 +106,9 @@ def test_backup_while_server_writes_secret_never_visible_restore_new_database(ml
     assert restored["_status"] == "ok", restored
     assert restored["created_database"] is True
 
-    # the password: never in any process's argv, the results, the -vvv output, the manifest
+    # the password: never in any process's argv or environment, the results, the -vvv output, the manifest
     assert {"pg_dump", "pg_restore"} <= sampler.seen, "the sampler never saw the dump run (%d samples)" % sampler.samples
+    assert {"pg_dump", "pg_restore"} <= sampler.seen_env, sampler.seen_env
     assert sampler.leaks == []
     assert store.password not in json.dumps(results)
     assert store.password not in run.stdout + run.stderr
@@ -112,7 +173,7 @@ def test_directory_format_idempotence_restore_safety_and_bad_inputs(postgres, tm
                                           "force": True}),
         ("wrong_password", "db_backup", {"backend_store_uri": wrong, "dest": str(tmp_path / "wrong")}),
         ("unreachable", "db_backup", {"backend_store_uri": unreachable, "dest": str(tmp_path / "unreach"),
-                                      "connect_timeout": 3}),
+                                      "db_connect_timeout": 3}),
     ])
     dir1, dir2, dir_check = results["dir1"], results["dir2"], results["dir_check"]
     assert dir1["_status"] == "ok", dir1
@@ -153,3 +214,45 @@ def test_directory_format_idempotence_restore_safety_and_bad_inputs(postgres, tm
     assert [p["path"] for p in after["pruned"]] == [dir1["backup"]["path"]]
     assert not os.path.exists(dir1["backup"]["path"])
     postgres.psql('DROP DATABASE "%s" WITH (FORCE)' % copy)
+
+
+def test_secret_in_no_argv_or_environment_on_every_restore_path(postgres, tmp_path):
+    """custom (pg_restore), directory (pg_restore -j) and plain (psql) dumps, each restored into a new database.
+
+    The password is given inside the URI for two paths and as db_password for the third; every process is
+    sampled (argv and environment) while the tools run.
+    """
+    name, uri = _own_store(postgres)
+    store = parse_backend_store_uri(uri)
+    bare = uri.replace(":%s@" % store.password, "@")
+    targets = dict((fmt, "%s_%s" % (name, fmt)) for fmt in ("custom", "directory", "plain"))
+    tasks = []
+    for fmt in ("custom", "directory", "plain"):
+        dest = str(tmp_path / fmt)
+        source = {"backend_store_uri": bare, "db_password": store.password} if fmt == "plain" else {
+            "backend_store_uri": uri}
+        tasks += [
+            ("backup " + fmt, "db_backup", dict(source, dest=dest, format=fmt, verify="none",
+                                                compression="gzip" if fmt == "plain" else "auto")),
+            ("restore " + fmt, "db_restore", dict(source, src=dest, target_database=targets[fmt],
+                                                  jobs=2 if fmt == "directory" else 1)),
+        ]
+    sampler = ProcSampler(store.password)
+    sampler.start()
+    try:
+        results, run = run_tasks(tasks, verbosity=3)
+    finally:
+        sampler.stop()
+    for task_name, result in results.items():
+        assert result["_status"] == "ok", (task_name, result.get("msg"))
+    assert results["backup plain"]["backup"]["format"] == "plain"
+    assert {"pg_dump", "pg_restore", "psql"} <= sampler.seen_env, (
+        "the sampler did not read the environment of every tool (%s, %d samples)" % (sampler.seen_env, sampler.samples))
+    assert sampler.leaks == []
+    assert store.password not in run.stdout + run.stderr + json.dumps(results)
+    # every path really restored the data
+    for fmt, target in targets.items():
+        for table in ("experiments", "runs", "metrics", "alembic_version"):
+            assert postgres.psql("SELECT count(*) FROM %s" % table, target) == postgres.psql(
+                "SELECT count(*) FROM %s" % table, name), (fmt, table)
+        postgres.psql('DROP DATABASE "%s" WITH (FORCE)' % target)

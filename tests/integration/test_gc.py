@@ -80,10 +80,14 @@ def test_gc_sqlite_disk_rows_artifacts_undated_check_mode_and_idempotence(mlflow
     assert count_rows(reader, purged) == before
     assert all(os.path.isdir(run_dir(run_id)) for run_id in purged)
 
+    files_on_disk = [os.path.join(run_dir(run_id), name) for run_id in purged for name in FILES]
+    assert sum(os.path.getsize(path) for path in files_on_disk) == 151 * FILE_BYTES
+
     result, _run = run_module("gc", args)
     assert result["_status"] == "ok", result.get("msg")
     assert result["purged_runs"] == 151 and result["failures"] == [] and result["changed"] is True
     assert result["bytes_freed"] == 151 * FILE_BYTES
+    assert not any(os.path.exists(path) for path in files_on_disk)
     assert count_rows(reader, purged) == dict((table, 0) for table in RUN_TABLES + ("runs", "inputs"))
     assert not any(os.path.exists(os.path.dirname(run_dir(run_id).rstrip("/"))) for run_id in purged)
     kept = young + undated + active
@@ -104,6 +108,15 @@ def test_gc_purges_deleted_experiment_with_its_runs(mlflow_sqlite):
     exp = datagen.create_experiment(server.url, unique("gc-exp"))
     runs = datagen.add_runs(server.url, server.backend_store_uri, exp, [datagen.RunSpec() for _unused in range(12)])
     datagen.write_artifacts(server.artifacts_destination, exp, runs, FILES)
+    other = datagen.create_experiment(server.url, unique("gc-exp-kept"))
+    kept = datagen.add_runs(server.url, server.backend_store_uri, other, [datagen.RunSpec() for _unused in range(2)])
+    datagen.write_artifacts(server.artifacts_destination, other, kept, FILES)
+
+    def run_files(experiment_id, run_ids):
+        return [os.path.join(server.artifacts_destination, datagen.artifact_key(experiment_id, run_id, name))
+                for run_id in run_ids for name in FILES]
+
+    assert all(os.path.isfile(path) for path in run_files(exp, runs))
     api(server.url, "experiments/delete", {"experiment_id": exp})
     args = {"backend_store_uri": server.backend_store_uri, "artifacts_destination": server.artifacts_destination,
             "experiment_ids": [exp]}
@@ -112,6 +125,10 @@ def test_gc_purges_deleted_experiment_with_its_runs(mlflow_sqlite):
     assert result["purged_experiments"] == 1 and result["purged_runs"] == 12
     assert reader.scalar("SELECT count(*) FROM experiments WHERE experiment_id = %s" % exp) == 0
     assert reader.scalar("SELECT count(*) FROM runs WHERE experiment_id = %s" % exp) == 0
+    # The artifacts of every purged run are gone from disk, with their run folders; others are untouched.
+    assert not any(os.path.exists(path) for path in run_files(exp, runs))
+    assert not any(os.path.exists(os.path.join(server.artifacts_destination, str(exp), run_id)) for run_id in runs)
+    assert all(os.path.isfile(path) for path in run_files(other, kept))
     again, _run = run_module("gc", args)
     assert again["_status"] == "failed" and "unknown experiment" in again["msg"]
 
@@ -133,7 +150,7 @@ def test_gc_postgres_s3(mlflow_pg_s3, postgres, moto_s3):
             total += s3.list_objects_v2(Bucket=server.bucket, Prefix="mlflow/%s/%s/" % (exp, run_id)).get("KeyCount", 0)
         return total
 
-    assert objects(old[:5]) == 10
+    assert objects(old) == 200 and objects(active) == 10
     # The plain postgresql:// spelling: the module picks the installed driver.
     plain_uri = "postgresql://" + server.backend_store_uri.split("://", 1)[1]
     args = {"backend_store_uri": plain_uri, "artifacts_destination": server.artifacts_destination,

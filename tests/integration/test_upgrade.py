@@ -2,9 +2,9 @@
 """The upgrade role against a real server: an MLflow 2.x store upgraded to the installed release.
 
 One server, one store, in sequence (each step starts from where the previous one left off, which
-is the point): the plan in check mode; a forced migration failure that must roll back to the old
-database, the old packages and a healthy old server; the real upgrade with the data intact; and an
-idempotent rerun that changes nothing and takes no backup.
+is the point): the plan in check mode; a migration that fails on a conflicting table planted in the
+database, which must roll back to the backed-up database, the old packages and a healthy old server;
+the real upgrade with the data intact; and an idempotent rerun that changes nothing and takes no backup.
 """
 
 import glob
@@ -135,23 +135,40 @@ def test_1_check_mode_shows_the_plan_and_touches_nothing(old_server, baseline):
 
 def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, baseline):
     db_path = baseline["db_path"]
-    # A migration that fails halfway: a table that a later migration creates is already there.
-    # (Planted after the backup, as damage would happen during a real failed migration.)
-    plant = "%s -c \"import sqlite3; c = sqlite3.connect('%s'); c.execute('CREATE TABLE logged_models (x INTEGER)'); c.commit()\"" % (
-        sys.executable, db_path)
-    failed = play(old_server, upgrade_inject_failure_command=plant)
-    assert failed.rc != 0, failed.stdout[-3000:]
-    summary = task(failed, "Rollback | fail with a summary")["result"]["msg"]
-    assert "Migrate the schema" in summary and "logged_models" in summary, summary
-    assert "restored from" in summary and "reinstalled" in summary
-    assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
-    assert server_version(old_server.url) == OLD_VERSION
-    assert revision(db_path) == baseline["revision"]
-    assert counts(db_path) == baseline["counts"]
-    tables = [row[0] for row in sqlite3.connect(db_path).execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    assert "logged_models" not in tables
-    runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
-    assert len(runs["runs"]) == 300
+    # A real failure of the real migration, caused from outside the role: a table that a later migration
+    # creates is already in the database (as a manual change or an earlier half-finished attempt leaves it).
+    # The role backs the database up as it is, the migration fails on that table halfway, and the rollback
+    # must give back exactly the database it backed up, the old packages and a healthy old server.
+    connection = sqlite3.connect(db_path)
+    connection.execute("CREATE TABLE logged_models (planted INTEGER)")
+    connection.execute("INSERT INTO logged_models VALUES (42)")
+    connection.commit()
+    connection.close()
+    try:
+        failed = play(old_server)
+        assert failed.rc != 0, failed.stdout[-3000:]
+        summary = task(failed, "Rollback | fail with a summary")["result"]["msg"]
+        assert "Migrate the schema" in summary and "logged_models" in summary, summary
+        assert "restored from" in summary and "reinstalled" in summary
+        assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
+        assert server_version(old_server.url) == OLD_VERSION
+        assert revision(db_path) == baseline["revision"]
+        assert counts(db_path) == baseline["counts"]
+        # db_restore put the backup in place and kept the file it replaced.
+        assert glob.glob(db_path + ".pre-restore-*")
+        connection = sqlite3.connect(db_path)
+        try:
+            # The backed-up database, planted table included, not the half-migrated one.
+            assert connection.execute("SELECT planted FROM logged_models").fetchall() == [(42,)]
+        finally:
+            connection.close()
+        runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
+        assert len(runs["runs"]) == 300
+    finally:
+        connection = sqlite3.connect(db_path)
+        connection.execute("DROP TABLE IF EXISTS logged_models")
+        connection.commit()
+        connection.close()
 
 
 def test_3_upgrade_with_data_intact(old_server, baseline):
