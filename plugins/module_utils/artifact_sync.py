@@ -7,7 +7,12 @@
   S3's ``ListObjectsV2`` returns); local trees are walked in that same order. Every S3 listing is paged.
 - :func:`merge_listings` joins two sorted streams in bounded memory; :func:`quick_compare` is the pure
   decision (copy, skip, or look closer); the executor does the I/O with bounded concurrency.
-- Local files are written to a temporary name, fsynced, then renamed; manifests are written last.
+- Local trees: :mod:`artifact_localfs` (no write ever goes through a symlink; files 0600, directories 0700).
+  Reserved names and other pure checks: :mod:`artifact_names`.
+- Local files are written to a temporary name, fsynced, then renamed; manifests are written last, and a mirror
+  removes the old manifest before its first change.
+- A whole job honours a wall-clock ``Deadline``; a run of consecutive transport failures stops it early
+  (``FailureBreaker``) with what was done so far.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,59 +20,42 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import errno
 import hashlib
 import json
 import os
 import queue
-import re
-import shutil
-import stat
+import sys
 import threading
-import uuid
+import time
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import (
+    DeadlineExceeded,
     MaintenanceError,
-    bounded_parallel_map,
-    jittered_backoff,
+    backoff_delays,
 )
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import s3 as s3_utils
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_names as names
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_localfs as localfs
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_localfs import (
+    CHUNK,
+    MAX_LISTED,
+    Entry,
+    LocalStore,
+    sort_key,
+)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_names import (
+    MANIFEST_NAME,
+    MARKER_NAME,
+    SNAPSHOT_NAME,
+)
 
-RESERVED = ".mlflowops-"
-TEMP_PREFIX = ".mlflowops-tmp-"
-PARTIAL_PREFIX = ".mlflowops-partial-"
-MANIFEST_NAME = ".mlflowops-manifest.json"
-SNAPSHOT_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
-CHUNK = 1024 * 1024
-MAX_LISTED = 100
 SOURCE_ETAG_META = "mlflowops-source-etag"
 SHA256_META = "sha256"
 
 
-def sort_key(key):
-    return key.encode("utf-8", "surrogateescape")
-
-
-class Entry(object):
-    """One file or object: relative ``key`` ('/'-separated), ``size``, ``mtime`` (epoch s), ``etag``.
-
-    ``ref`` is where the bytes are when that is not ``key`` under the store (snapshot blobs);
-    ``sha256`` is known content, when a manifest says so.
-    """
-
-    __slots__ = ("key", "size", "mtime", "etag", "ref", "sha256")
-
-    def __init__(self, key, size, mtime=None, etag=None, ref=None, sha256=None):
-        self.key = key
-        self.size = int(size)
-        self.mtime = mtime
-        self.etag = etag
-        self.ref = ref
-        self.sha256 = sha256
-
-    def __repr__(self):
-        return "Entry(%r, %r, %r, %r)" % (self.key, self.size, self.mtime, self.etag)
+class EndpointDown(MaintenanceError):
+    """Too many consecutive transport failures: the endpoint is taken as gone, the job stops."""
 
 
 # ---------------------------------------------------------------- pure decisions
@@ -77,8 +65,10 @@ class _Done(object):
     pass
 
 
-def prefetch(iterable, size=5000):
-    """Iterate ``iterable`` in a background thread, at most ``size`` items ahead (both sides list at once)."""
+def prefetch(iterable, size=5000, deadline=None):
+    """Iterate ``iterable`` in a background thread, at most ``size`` items ahead (both sides list at once).
+
+    The consumer waits at most until ``deadline`` (a stuck listing cannot hold the job past it)."""
     items = queue.Queue(maxsize=size)
     done = _Done()
     stop = threading.Event()
@@ -103,7 +93,12 @@ def prefetch(iterable, size=5000):
     worker.start()
     try:
         while True:
-            item = items.get()
+            try:
+                item = items.get(timeout=0.25)
+            except queue.Empty:
+                if deadline is not None:
+                    deadline.check("the listing")
+                continue
             if item is done:
                 return
             if isinstance(item, BaseException):
@@ -113,7 +108,7 @@ def prefetch(iterable, size=5000):
         stop.set()
 
 
-def merge_listings(source, dest):
+def merge_listings(source, dest, deadline=None):
     """Join two key-sorted Entry streams: yields ``(key, source_entry_or_None, dest_entry_or_None)``.
 
     Raises MaintenanceError if either stream is out of order (a silent mis-join could delete data).
@@ -127,7 +122,8 @@ def merge_listings(source, dest):
             last = current
             yield current, entry
 
-    src_iter, dst_iter = checked(prefetch(source), "source"), checked(prefetch(dest), "destination")
+    src_iter = checked(prefetch(source, deadline=deadline), "source")
+    dst_iter = checked(prefetch(dest, deadline=deadline), "destination")
     src, dst = next(src_iter, None), next(dst_iter, None)
     while src is not None or dst is not None:
         if dst is None or (src is not None and src[0] < dst[0]):
@@ -196,10 +192,19 @@ def multipart_part_sizes(size, parts, preferred):
     return result
 
 
-def file_etag(path, part_size):
-    """The ETag S3 gives the file when uploaded in ``part_size`` parts (plain MD5 for one part)."""
+def _opener(source):
+    """A callable that opens ``source`` for reading: a path, or already such a callable."""
+    if callable(source):
+        return source
+    return lambda: open(source, "rb")
+
+
+def file_etag(source, part_size):
+    """The ETag S3 gives the file when uploaded in ``part_size`` parts (plain MD5 for one part).
+
+    ``source``: a path, or a callable that opens the file (a destination file is opened without following links)."""
     digests = []
-    with open(path, "rb") as handle:
+    with _opener(source)() as handle:
         while True:
             part = hashlib.md5()
             remaining = part_size
@@ -219,19 +224,19 @@ def file_etag(path, part_size):
     return "%s-%d" % (hashlib.md5(b"".join(digests)).hexdigest(), len(digests))
 
 
-def etag_matches_file(path, size, etag, preferred_part_size):
+def etag_matches_file(source, size, etag, preferred_part_size):
     """Whether the local file has the content an S3 object's ETag (plain or multipart) stands for."""
     etag = strip_etag(etag)
     if not etag:
         return False
     if "-" not in etag:
-        return file_etag(path, max(size, 1) + 1) == etag
+        return file_etag(source, max(size, 1) + 1) == etag
     try:
         parts = int(etag.rsplit("-", 1)[1])
     except ValueError:
         return False
     for part_size in multipart_part_sizes(size, parts, preferred_part_size):
-        if file_etag(path, part_size) == etag:
+        if file_etag(source, part_size) == etag:
             return True
     return False
 
@@ -260,90 +265,6 @@ def inside(child, parent):
 
 
 # ---------------------------------------------------------------- stores
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class LocalStore(object):
-    kind = "local"
-
-    def __init__(self, root):
-        self.root = os.path.abspath(os.path.expanduser(root))
-
-    def __str__(self):
-        return self.root
-
-    def exists(self):
-        return os.path.isdir(self.root)
-
-    def path(self, key):
-        parts = key.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise MaintenanceError("refusing the key %r: it has an empty, '.' or '..' path component" % key)
-        return os.path.join(self.root, *parts)
-
-    def ref(self, entry):
-        return entry.ref or self.path(entry.key)
-
-    def list(self):
-        """Every regular file below the root, in key byte order; reserved names at the root are skipped.
-
-        Children are sorted by name, with '/' appended to directory names: a depth-first walk in that
-        order yields keys in the byte order of the whole key, the order S3 lists in.
-        """
-        if not self.exists():
-            return
-        yield from self._walk(self.root, "")
-
-    def _walk(self, directory, rel):
-        for _name_key, path, key, is_dir, info in self._children(directory, rel):
-            if is_dir:
-                yield from self._walk(path, key)
-            else:
-                yield Entry(key, info.st_size, info.st_mtime)
-
-    def _children(self, directory, rel):
-        items = []
-        try:
-            scanner = os.scandir(directory)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return items
-            raise
-        with scanner:
-            for dirent in scanner:
-                name = dirent.name
-                if name.startswith(TEMP_PREFIX) or (not rel and name.startswith(RESERVED)):
-                    continue
-                key = rel + "/" + name if rel else name
-                if dirent.is_dir(follow_symlinks=False):
-                    items.append((sort_key(name + "/"), dirent.path, key, True, None))
-                elif dirent.is_file():
-                    items.append((sort_key(name), dirent.path, key, False, dirent.stat()))
-        items.sort(key=lambda item: item[0])
-        return items
-
-    def sha256(self, entry):
-        return sha256_file(self.ref(entry))
 
 
 class S3Store(object):
@@ -432,15 +353,144 @@ def describe_failure(exc):
     return "%s: %s" % (type(exc).__name__, exc)
 
 
+def is_transport_failure(exc):
+    """A failure that says the endpoint is unreachable or broken (not a 4xx, not local I/O)."""
+    code = s3_utils.error_code(exc)
+    if code is not None:
+        return code in ("500", "502", "503", "504", "InternalError", "ServiceUnavailable")
+    botocore = s3_utils.botocore
+    if botocore is not None and isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+# ---------------------------------------------------------------- execution: concurrency, deadline
+
+
+class _Stop(object):
+    pass
+
+
+def parallel_map(func, items, concurrency, deadline=None, should_stop=None):
+    """Apply ``func`` to each item with at most ``concurrency`` calls in flight, on daemon threads.
+
+    Yields ``(item, result, error)`` in completion order; items are pulled only as slots free up. Raises
+    DeadlineExceeded once ``deadline`` passes (calls still in flight are abandoned); stops pulling new items
+    when ``should_stop()`` is true and returns after the calls in flight end.
+    """
+    concurrency = max(1, int(concurrency))
+    work, done = queue.Queue(), queue.Queue()
+    stop = _Stop()
+
+    def worker():
+        while True:
+            item = work.get()
+            if item is stop:
+                return
+            try:
+                done.put((item, func(item), None))
+            except BaseException as exc:  # pylint: disable=broad-except
+                done.put((item, None, exc))
+
+    threads = []
+    iterator = iter(items)
+    in_flight, exhausted = 0, False
+    try:
+        while True:
+            while not exhausted and in_flight < concurrency:
+                if should_stop is not None and should_stop():
+                    exhausted = True
+                    break
+                if deadline is not None:
+                    deadline.check("the copy")
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if len(threads) < concurrency and len(threads) <= in_flight:
+                    thread = threading.Thread(target=worker, name="mlflowops-copy-%d" % len(threads))
+                    thread.daemon = True
+                    thread.start()
+                    threads.append(thread)
+                work.put(item)
+                in_flight += 1
+            if in_flight == 0:
+                return
+            try:
+                outcome = done.get(timeout=0.25)
+            except queue.Empty:
+                if deadline is not None:
+                    deadline.check("the copy")
+                continue
+            in_flight -= 1
+            yield outcome
+    finally:
+        for _thread in threads:
+            work.put(stop)
+
+
+def _exit_now():
+    """Leave the process once the result is printed, without waiting for threads stuck in a network call."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(1)  # pylint: disable=protected-access
+
+
+def run_with_deadline(func, deadline, progress=None, hard_exit=False):
+    """Run ``func()`` and return its value; raise DeadlineExceeded if it has not ended by ``deadline``.
+
+    The code inside checks the deadline itself and stops cleanly; this is the backstop for a call stuck in
+    the network (a server trickling bytes never trips a per-read timeout). ``progress()`` gives the partial
+    result for the error. With ``hard_exit``, a job thread still stuck at interpreter exit does not hold the
+    process (it exits once the module's result is printed).
+    """
+    if deadline is None or deadline.seconds is None:
+        return func()
+    box = {}
+
+    def target():
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # pylint: disable=broad-except
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="mlflowops-job")
+    thread.daemon = True
+    thread.start()
+    thread.join(deadline.remaining() + 1.0)
+    if thread.is_alive():
+        if hard_exit and hasattr(threading, "_register_atexit"):
+            threading._register_atexit(_exit_now)  # pylint: disable=protected-access
+        details = progress() if progress is not None else {}
+        raise DeadlineExceeded("the artifact copy stopped at its deadline of %ss; %s; a rerun continues where it stopped"
+                               % (int(deadline.seconds), describe_progress(details)), **details)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def describe_progress(details):
+    return "%d file(s) (%d bytes) copied, %d deleted before that; the rest was not done" % (
+        details.get("copied", 0), details.get("bytes_copied", 0), details.get("deleted", 0))
+
+
 # ---------------------------------------------------------------- copying
 
 
 class Transfer(object):
-    """Copies one entry between stores, the right way for each direction, with jittered retries."""
+    """Copies one entry between stores, the right way for each direction, with jittered retries.
 
-    def __init__(self, params, retries=3):
+    ``breaker`` counts consecutive transport failures across all copies; once it trips, no copy is retried or
+    started. ``deadline`` caps every retry sleep."""
+
+    def __init__(self, params, retries=3, deadline=None, breaker=None):
         self.params = params
         self.retries = max(0, int(retries))
+        self.deadline = deadline
+        self.breaker = breaker or names.FailureBreaker(params.get("max_consecutive_failures") or names.MAX_CONSECUTIVE_FAILURES)
         self.part_size = max(5, int(params.get("multipart_chunksize_mb") or 8)) * s3_utils.MB
         self.threshold = max(5, int(params.get("multipart_threshold_mb") or 8)) * s3_utils.MB
         # S3 to S3: one CopyObject (server side) below this size, boto3's managed multipart copy
@@ -454,69 +504,79 @@ class Transfer(object):
             self._config = s3_utils.transfer_config(self.params, concurrency=4)
         return self._config
 
-    @jittered_backoff(retries=3, delay=0.5, max_delay=8.0, should_retry=_transient)
+    def guarded(self, func, *args):
+        """Call ``func`` with retries on transient failures; feeds the breaker; refuses once it tripped."""
+        delays = backoff_delays(self.retries, 0.5, 8.0) + [None]
+        for sleep_for in delays:
+            if self.breaker.tripped:
+                raise EndpointDown("the S3 endpoint is taken as down after %d consecutive transport failures (last: %s)"
+                                   % (self.breaker.limit, self.breaker.last_error))
+            try:
+                value = func(*args)
+            except Exception as exc:  # pylint: disable=broad-except
+                if is_transport_failure(exc):
+                    self.breaker.failure(describe_failure(exc))
+                if sleep_for is None or not _transient(exc) or self.breaker.tripped:
+                    raise
+                if self.deadline is not None:
+                    self.deadline.check("the copy")
+                    sleep_for = min(sleep_for, self.deadline.remaining())
+                time.sleep(sleep_for)
+                continue
+            self.breaker.success()
+            return value
+        raise AssertionError("unreachable")
+
     def copy(self, src, entry, dst, dst_key):
         """Copy ``entry`` of ``src`` to ``dst_key`` of ``dst``; returns the sha256 when it was computed."""
+        return self.guarded(self._copy_once, src, entry, dst, dst_key)
+
+    def _copy_once(self, src, entry, dst, dst_key):
         if dst.kind == "local":
-            return self._to_local(src, entry, dst.path(dst_key))
+            return self._to_local(src, entry, dst, dst_key)
         if src.kind == "local":
-            return self._local_to_s3(src.ref(entry), entry, dst, dst.full_key(dst_key))
+            return self._local_to_s3(src, entry, dst, dst.full_key(dst_key))
         return self._s3_to_s3(src, entry, dst, dst.full_key(dst_key))
 
-    def _to_local(self, src, entry, target):
-        directory = os.path.dirname(target)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
-        temp = os.path.join(directory, "%s%s.%s" % (TEMP_PREFIX, os.path.basename(target)[:80], uuid.uuid4().hex[:8]))
-        try:
-            if src.kind == "local":
-                source_path = src.ref(entry)
+    def _to_local(self, src, entry, dst, dst_key):
+        parts = dst.parts(dst_key)
+        if src.kind == "local":
+            def copy_local(writer):
                 digest = hashlib.sha256()
-                with open(source_path, "rb") as reader, open(temp, "wb") as writer:
+                with src.open_read(entry) as reader:
                     for block in iter(lambda: reader.read(CHUNK), b""):
                         digest.update(block)
                         writer.write(block)
-                    writer.flush()
-                    os.fsync(writer.fileno())
-                info = os.stat(source_path)
-                os.chmod(temp, stat.S_IMODE(info.st_mode))
-                os.utime(temp, ns=(info.st_atime_ns, info.st_mtime_ns))
-                sha = digest.hexdigest()
-            else:
-                key = src.ref(entry)
-                if entry.size >= self.threshold:
-                    src.client.download_file(src.bucket, key, temp, Config=self.config)
-                    sha = sha256_file(temp)
-                else:
-                    digest = hashlib.sha256()
-                    body = src.client.get_object(Bucket=src.bucket, Key=key)["Body"]
-                    with open(temp, "wb") as writer:
-                        for block in body.iter_chunks(CHUNK):
-                            digest.update(block)
-                            writer.write(block)
-                    sha = digest.hexdigest()
-                with open(temp, "rb+") as handle:
-                    os.fsync(handle.fileno())
-                if entry.mtime is not None:
-                    os.utime(temp, (entry.mtime, entry.mtime))
-            if os.path.isdir(target) and not os.path.islink(target):
-                raise MaintenanceError("%s is a directory in the destination; the source has a file there" % target)
-            os.rename(temp, target)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
-        return sha
+                    info = os.fstat(reader.fileno())
+                writer.flush()
+                # The copy keeps the source's mtime (local to local compares mtimes), not its mode (0600).
+                os.utime(writer.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
+                return digest.hexdigest()
+            return localfs.write_file(dst.root, parts, copy_local)
 
-    def _local_to_s3(self, path, entry, dst, key):
-        sha = entry.sha256 or sha256_file(path)
+        key = src.ref(entry)
+
+        def download(writer):
+            if entry.size >= self.threshold:
+                src.client.download_fileobj(src.bucket, key, writer, Config=self.config)
+                writer.flush()
+                writer.seek(0)
+                return localfs.sha256_fileobj(writer)
+            digest = hashlib.sha256()
+            body = src.client.get_object(Bucket=src.bucket, Key=key)["Body"]
+            for block in body.iter_chunks(CHUNK):
+                digest.update(block)
+                writer.write(block)
+            return digest.hexdigest()
+        return localfs.write_file(dst.root, parts, download, mtime=entry.mtime)
+
+    def _local_to_s3(self, src, entry, dst, key):
+        sha = entry.sha256 or src.sha256(entry)
         extra = {"Metadata": {SHA256_META: sha}}
-        if entry.size >= self.threshold:
-            dst.client.upload_file(path, dst.bucket, key, ExtraArgs=extra, Config=self.config)
-        else:
-            with open(path, "rb") as handle:
+        with src.open_read(entry) as handle:
+            if entry.size >= self.threshold:
+                dst.client.upload_fileobj(handle, dst.bucket, key, ExtraArgs=extra, Config=self.config)
+            else:
                 dst.client.put_object(Bucket=dst.bucket, Key=key, Body=handle, **extra)
         return sha
 
@@ -536,6 +596,9 @@ class Transfer(object):
         return entry.sha256
 
     def deep_same(self, src, s_entry, dst, d_entry, compare):
+        return self.guarded(self._deep_same, src, s_entry, dst, d_entry, compare)
+
+    def _deep_same(self, src, s_entry, dst, d_entry, compare):
         """Settle a ``deep`` decision by reading (metadata, local hashes, or content)."""
         if compare == "checksum":
             return src.sha256(s_entry) == dst.sha256(d_entry)
@@ -543,9 +606,9 @@ class Transfer(object):
             meta = dst.head(d_entry).get("Metadata", {}) or {}
             return bool(s_entry.etag) and meta.get(SOURCE_ETAG_META) == s_entry.etag
         if src.kind == "s3" and dst.kind == "local":
-            return etag_matches_file(dst.ref(d_entry), d_entry.size, s_entry.etag, self.part_size)
+            return etag_matches_file(lambda: dst.open_read(d_entry), d_entry.size, s_entry.etag, self.part_size)
         if src.kind == "local" and dst.kind == "s3":
-            return etag_matches_file(src.ref(s_entry), s_entry.size, d_entry.etag, self.part_size)
+            return etag_matches_file(lambda: src.open_read(s_entry), s_entry.size, d_entry.etag, self.part_size)
         return src.sha256(s_entry) == dst.sha256(d_entry)
 
 
@@ -562,27 +625,44 @@ def read_manifest(path):
 
 
 def write_json_atomic(path, data):
-    directory = os.path.dirname(path)
-    temp = os.path.join(directory, "%s%s" % (TEMP_PREFIX, uuid.uuid4().hex[:8]))
-    with open(temp, "w") as handle:
-        json.dump(data, handle, sort_keys=True, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(temp, path)
-    _fsync_dir(directory)
+    """Write a JSON document 0600 through a temporary file in the same directory, never through a symlink."""
+    directory, name = os.path.split(path)
+    body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    localfs.write_file(directory, [name], lambda handle: handle.write(body))
+    localfs.fsync_dir_quiet(directory)
+
+
+def remove_manifest(root):
+    """Remove a mirror's manifest (before its first change): a stale proof of completion must not survive a crash."""
+    try:
+        localfs.unlink_file(root, [MANIFEST_NAME])
+    except FileNotFoundError:
+        return False
+    localfs.fsync_dir_quiet(root)
+    return True
+
+
+def ensure_marker(root):
+    """Mark ``root`` as a directory this collection writes (its reserved names are escaped)."""
+    if localfs.is_our_manifest(os.path.join(root, MARKER_NAME)):
+        return False
+    write_json_atomic(os.path.join(root, MARKER_NAME), dict(tool=names.TOOL, format=1, escape=names.ESCAPE_PREFIX))
+    return True
 
 
 def manifest_document(files, source, mode, extra=None):
-    document = dict(format=1, tool="mlflowops.maintenance.artifacts_backup", mode=mode, source=source,
+    document = dict(format=1, tool=names.TOOL, mode=mode, source=source,
                     created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     file_count=len(files), total_bytes=sum(item["size"] for item in files.values()), files=files)
     document.update(extra or {})
     return document
 
 
-def complete_manifest(root, rows, previous, concurrency):
+def complete_manifest(store, rows, previous, concurrency, deadline=None):
     """{key: {size, mtime, sha256}} for the files of a local tree; hashes what neither the copy nor the
-    previous manifest (same size and mtime) supplies."""
+    previous manifest (same size and mtime) supplies. ``store``: a LocalStore (or a root path)."""
+    if not isinstance(store, LocalStore):
+        store = LocalStore(store, managed=True, role="dest")
     files, to_hash = {}, []
     for key, size, mtime, sha in rows:
         if not sha:
@@ -592,10 +672,9 @@ def complete_manifest(root, rows, previous, concurrency):
         files[key] = dict(size=size, mtime=int(mtime), sha256=sha)
         if not sha:
             to_hash.append(key)
-    store = LocalStore(root)
-    for key, sha, error in bounded_parallel_map(lambda k: sha256_file(store.path(k)), to_hash, concurrency):
+    for key, sha, error in parallel_map(lambda k: store.sha256(Entry(k, 0)), to_hash, concurrency, deadline):
         if error:
-            raise MaintenanceError("cannot hash %s for the manifest: %s" % (store.path(key), error))
+            raise MaintenanceError("cannot hash %s for the manifest: %s" % (store.path(key), describe_failure(error)))
         files[key]["sha256"] = sha
     return files
 
@@ -621,6 +700,7 @@ class Result(object):
         self.missing_count = 0
         self.different_count = 0
         self.extraneous_count = 0
+        self.stale_temps_removed = 0
 
     def error(self, key, exc):
         self.error_count += 1
@@ -631,36 +711,66 @@ class Result(object):
         if len(listing) < MAX_LISTED:
             listing.append(key)
 
+    def progress(self):
+        """What was done so far, for an error that stops the job."""
+        return dict(copied=self.copied, bytes_copied=self.bytes_copied, deleted=self.deleted,
+                    unchanged=self.skipped, linked=self.linked, error_count=self.error_count,
+                    errors=list(self.errors), copied_keys=list(self.copied_keys))
 
-def _prune_empty_dirs(root, keys):
-    directories = set()
-    for key in keys:
-        parts = key.split("/")[:-1]
-        while parts:
-            directories.add("/".join(parts))
-            parts.pop()
-    for directory in sorted(directories, key=lambda d: d.count("/"), reverse=True):
+
+def _stopped(exc, result):
+    """Re-raise a job-stopping failure with the partial progress attached."""
+    details = result.progress()
+    if isinstance(exc, DeadlineExceeded):
+        return DeadlineExceeded("%s; %s" % (exc.msg, describe_progress(details)), **details)
+    if isinstance(exc, EndpointDown):
+        return EndpointDown("%s; %s; a rerun continues where it stopped" % (exc.msg, describe_progress(details)), **details)
+    return MaintenanceError("%s; %s" % (describe_failure(exc), describe_progress(details)), **details)
+
+
+def remove_stale_temps(store, result):
+    """Remove our temporary files older than the grace period that the destination listing found."""
+    for directory, name in store.stale_temp_parts:
+        relative = os.path.relpath(directory, store.root)
+        parts = [] if relative == "." else relative.split(os.sep)
         try:
-            os.rmdir(os.path.join(root, *directory.split("/")))
-        except OSError:
-            pass
+            localfs.unlink_file(store.root, parts + [name])
+            result.stale_temps_removed += 1
+        except (OSError, MaintenanceError) as exc:
+            result.error("/".join(parts + [name]), exc)
 
 
 def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode=False, concurrency=16,
-         verify_only=False, link_from=None):
+         verify_only=False, link_from=None, result=None, deadline=None, before_change=None):
     """Make ``dst`` hold what ``src`` holds (mirror). Returns ``(Result, manifest rows)``.
 
     ``link_from``: a LocalStore of the previous snapshot; ``dst`` then starts empty and files that
     are unchanged against ``link_from`` are hard-linked from it instead of copied.
     Manifest rows ``(key, size, mtime, sha256_or_None)`` are collected for local destinations.
+    ``before_change()`` is called once, before the first write or deletion (a mirror removes its manifest there).
+    A dead endpoint (``transfer.breaker``) or the ``deadline`` stops the job with MaintenanceError carrying the
+    partial progress.
     """
-    result = Result()
+    result = result if result is not None else Result()
+    if dst.kind == "local" and dst.role != "dest":
+        # A destination is always written as one: reserved names escaped, links listed (never written through).
+        dst = LocalStore(dst.root, managed=True, role="dest")
     rows = [] if dst.kind == "local" else None
     against = link_from if link_from is not None else dst
     deletions = []
+    change_lock = threading.Lock()
+    changing = []
+
+    def about_to_change():
+        if before_change is None or changing:
+            return
+        with change_lock:
+            if not changing:
+                before_change()
+                changing.append(True)
 
     def tasks():
-        for key, s_entry, d_entry in merge_listings(src.list(), against.list()):
+        for key, s_entry, d_entry in merge_listings(src.list(), against.list(), deadline):
             if s_entry is None:
                 if link_from is not None:
                     continue
@@ -668,7 +778,7 @@ def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode
                 result.note(result.extraneous, key)
                 if delete_extraneous:
                     deletions.append(d_entry)
-                elif rows is not None:
+                elif rows is not None and d_entry.size >= 0:
                     rows.append((key, d_entry.size, d_entry.mtime, None))
                 continue
             decision = quick_compare(s_entry, d_entry, src.kind, against.kind, compare)
@@ -690,271 +800,77 @@ def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode
                     decision = "link"
                 else:
                     if src.kind == "s3" and dst.kind == "local" and compare == "auto" and not check_mode:
-                        os.utime(dst.ref(d_entry), (s_entry.mtime, s_entry.mtime))
+                        localfs.set_mtime(dst.root, dst.parts(key), s_entry.mtime)
                         return ("skip", key, d_entry.size, s_entry.mtime, None)
                     return ("skip", key, d_entry.size, d_entry.mtime, None)
             else:
                 decision = "differ"
         if decision == "link":
             if not check_mode:
-                target = dst.path(key)
-                directory = os.path.dirname(target)
-                if not os.path.isdir(directory):
-                    os.makedirs(directory, exist_ok=True)
-                os.link(link_from.ref(d_entry), target)
+                localfs.link_file(link_from.root, link_from.parts(key), dst.root, dst.parts(key))
             return ("link", key, d_entry.size, d_entry.mtime, d_entry.sha256)
         if verify_only or check_mode:
             return (decision, key, s_entry.size, s_entry.mtime, None)
+        about_to_change()
         sha = transfer.copy(src, s_entry, dst, key)
-        mtime = s_entry.mtime
-        if dst.kind == "local" and src.kind == "local":
-            mtime = os.stat(dst.path(key)).st_mtime
-        return ("copy", key, s_entry.size, mtime, sha)
+        return ("copy", key, s_entry.size, s_entry.mtime, sha)
 
-    for task, outcome, error in bounded_parallel_map(work, tasks(), concurrency):
-        if error is not None:
-            result.error(task[1], error)
-            continue
-        kind, key, size, mtime, sha = outcome
-        if kind == "skip":
-            result.skipped += 1
-        elif kind == "link":
-            result.linked += 1
-            result.skipped += 1
-        else:
-            if verify_only:
-                if kind == "missing":
-                    result.missing_count += 1
-                    result.note(result.missing, key)
-                else:
-                    result.different_count += 1
-                    result.note(result.different, key)
+    try:
+        for task, outcome, error in parallel_map(work, tasks(), concurrency, deadline,
+                                                 should_stop=lambda: transfer.breaker.tripped):
+            if error is not None:
+                result.error(task[1], error)
                 continue
-            result.copied += 1
-            result.bytes_copied += size
-            result.note(result.copied_keys, key)
-        if rows is not None:
-            rows.append((key, size, mtime, sha))
+            kind, key, size, mtime, sha = outcome
+            if kind == "skip":
+                result.skipped += 1
+            elif kind == "link":
+                result.linked += 1
+                result.skipped += 1
+            else:
+                if verify_only:
+                    if kind == "missing":
+                        result.missing_count += 1
+                        result.note(result.missing, key)
+                    else:
+                        result.different_count += 1
+                        result.note(result.different, key)
+                    continue
+                result.copied += 1
+                result.bytes_copied += size
+                result.note(result.copied_keys, key)
+            if rows is not None:
+                rows.append((key, size, mtime, sha))
+        if transfer.breaker.tripped:
+            raise EndpointDown("stopped after %d consecutive S3 transport failures (last: %s)"
+                               % (transfer.breaker.limit, transfer.breaker.last_error))
+    except (DeadlineExceeded, EndpointDown) as exc:
+        raise _stopped(exc, result)
+    except MaintenanceError:
+        raise
+    except Exception as exc:  # pylint: disable=broad-except
+        raise _stopped(exc, result)
 
     if deletions and not verify_only:
         for entry in deletions:
             result.deleted += 1
-            result.bytes_deleted += entry.size
+            result.bytes_deleted += max(entry.size, 0)
             result.note(result.deleted_keys, entry.key)
         if not check_mode:
+            about_to_change()
             if dst.kind == "local":
+                removed = []
                 for entry in deletions:
+                    parts = dst.parts(entry.key)
                     try:
-                        os.unlink(dst.path(entry.key))
-                    except OSError as exc:
+                        localfs.unlink_file(dst.root, parts)
+                        removed.append(parts)
+                    except (OSError, MaintenanceError) as exc:
                         result.error(entry.key, exc)
-                _prune_empty_dirs(dst.root, [entry.key for entry in deletions])
+                localfs.prune_empty_dirs(dst.root, removed)
             else:
                 for key, message in dst.delete_keys([dst.full_key(entry.key) for entry in deletions]):
                     result.error(key, MaintenanceError(message))
+    if dst.kind == "local" and not (check_mode or verify_only) and link_from is None:
+        remove_stale_temps(dst, result)
     return result, rows
-
-
-# ---------------------------------------------------------------- snapshots
-
-
-def local_snapshots(root):
-    """Complete snapshot names under ``root`` (a manifest marks completion), oldest first."""
-    if not os.path.isdir(root):
-        return []
-    names = [name for name in os.listdir(root)
-             if SNAPSHOT_NAME.match(name) and os.path.isfile(os.path.join(root, name, MANIFEST_NAME))]
-    return sorted(names)
-
-
-def s3_snapshots(store):
-    names = []
-    for entry in store.list("snapshots"):
-        name = entry.key[len("snapshots/"):]
-        if name.endswith(".json") and SNAPSHOT_NAME.match(name[:-5]):
-            names.append(name[:-5])
-    return sorted(names)
-
-
-def load_s3_manifest(store, name):
-    body = store.client.get_object(Bucket=store.bucket, Key=store.full_key("snapshots/%s.json" % name))["Body"].read()
-    return json.loads(body.decode("utf-8"))
-
-
-class SnapshotView(object):
-    """A snapshot of an S3 snapshot repository, seen as a source store (for restores)."""
-
-    kind = "s3"
-
-    def __init__(self, repo, name):
-        self.repo = repo
-        self.client = repo.client
-        self.bucket = repo.bucket
-        self.name = name
-        self.files = load_s3_manifest(repo, name).get("files", {})
-
-    def __str__(self):
-        return "%s@%s" % (self.repo, self.name)
-
-    def ref(self, entry):
-        return entry.ref
-
-    def head(self, entry):
-        return self.client.head_object(Bucket=self.bucket, Key=entry.ref)
-
-    def list(self):
-        for key in sorted(self.files, key=sort_key):
-            item = self.files[key]
-            yield Entry(key, item["size"], item.get("mtime"), None, ref=self.repo.full_key("blobs/" + item["blob"]),
-                        sha256=item.get("sha256"))
-
-    def sha256(self, entry):
-        return S3Store.sha256(self, entry)
-
-
-def retention_plan(names, policy):
-    """``(kept, removed)`` snapshot names under a restic-style policy (retention.apply_retention)."""
-    from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import (
-        apply_retention, split_decisions)
-    dated = [(name, snapshot_time(name)) for name in names]
-    return split_decisions(apply_retention(dated, policy))
-
-
-def local_snapshot(src, dest_root, transfer, policy, compare="auto", check_mode=False, concurrency=16,
-                   snapshot_if_unchanged=False, source_label=""):
-    """A hard-linked snapshot (like ``rsync --link-dest``) under ``dest_root``, then retention."""
-    existing = local_snapshots(dest_root)
-    previous = existing[-1] if existing else None
-    name = snapshot_name(existing=set(os.listdir(dest_root)) if os.path.isdir(dest_root) else set())
-    partial = os.path.join(dest_root, PARTIAL_PREFIX + name)
-    prev_store = LocalStore(os.path.join(dest_root, previous)) if previous else LocalStore(os.path.join(dest_root, PARTIAL_PREFIX + "none"))
-    prev_manifest = read_manifest(os.path.join(prev_store.root, MANIFEST_NAME)) if previous else {}
-    if not check_mode:
-        os.makedirs(dest_root, exist_ok=True)
-        for stale in os.listdir(dest_root):
-            if stale.startswith(PARTIAL_PREFIX):
-                shutil.rmtree(os.path.join(dest_root, stale), ignore_errors=True)
-        os.makedirs(partial)
-    target = LocalStore(partial)
-    try:
-        result, rows = sync(src, target, transfer, compare=compare, check_mode=check_mode, concurrency=concurrency,
-                            link_from=prev_store)
-        source_keys = set(row[0] for row in rows)
-        removed_since = previous is not None and any(key not in source_keys for key in prev_manifest)
-        unchanged = previous is not None and result.copied == 0 and not removed_since and not result.error_count
-        created = None
-        if result.error_count:
-            if not check_mode:
-                shutil.rmtree(partial, ignore_errors=True)
-            return result, dict(snapshot=None, previous=previous, created=False)
-        if unchanged and not snapshot_if_unchanged:
-            if not check_mode:
-                shutil.rmtree(partial, ignore_errors=True)
-        else:
-            created = name
-            if not check_mode:
-                files = complete_manifest(partial, rows, prev_manifest, concurrency)
-                write_json_atomic(os.path.join(partial, MANIFEST_NAME),
-                                  manifest_document(files, source_label, "snapshot", dict(snapshot=name, previous=previous)))
-                os.rename(partial, os.path.join(dest_root, name))
-                _fsync_dir(dest_root)
-    except BaseException:
-        if not check_mode:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
-    names = existing + ([created] if created else [])
-    kept, removed = retention_plan(names, policy) if names else ([], [])
-    if not check_mode:
-        for old in removed:
-            shutil.rmtree(os.path.join(dest_root, old))
-    return result, dict(snapshot=created or previous, previous=previous, created=bool(created),
-                        snapshots_kept=sorted(kept), snapshots_removed=sorted(removed))
-
-
-def content_id(entry, src_kind):
-    """Blob name: sha256 of the content for local sources; the ETag and size for S3 sources (no download)."""
-    if entry.sha256:
-        return "sha256-" + entry.sha256
-    if src_kind == "s3" and entry.etag:
-        return "etag-%s-%d" % (entry.etag, entry.size)
-    return None
-
-
-def s3_snapshot(src, repo, transfer, policy, check_mode=False, concurrency=16, snapshot_if_unchanged=False,
-                source_label=""):
-    """A content-addressed snapshot in an S3 repository: ``blobs/<id>`` plus ``snapshots/<name>.json``.
-
-    A blob is copied only when no earlier snapshot holds the same content id; the manifest is written last.
-    """
-    result = Result()
-    names = s3_snapshots(repo)
-    previous = names[-1] if names else None
-    prev_files = load_s3_manifest(repo, previous).get("files", {}) if previous else {}
-    blobs = set(entry.key[len("blobs/"):] for entry in repo.list("blobs"))
-    lock = threading.Lock()
-    claimed = set()
-    files = {}
-
-    def work(entry):
-        sha = None
-        if src.kind == "local":
-            old = prev_files.get(entry.key)
-            if old and old.get("size") == entry.size and int(old.get("mtime") or -1) == int(entry.mtime) and old.get("sha256"):
-                sha = old["sha256"]
-            else:
-                sha = sha256_file(src.ref(entry))
-            entry.sha256 = sha
-        blob = content_id(entry, src.kind)
-        with lock:
-            present = blob in blobs or blob in claimed
-            if not present:
-                claimed.add(blob)
-        if not present and not check_mode:
-            try:
-                transfer.copy(src, entry, repo, "blobs/" + blob)
-            except BaseException:
-                with lock:
-                    claimed.discard(blob)
-                raise
-        return blob, present, sha
-
-    for entry, outcome, error in bounded_parallel_map(work, src.list(), concurrency):
-        if error is not None:
-            result.error(entry.key, error)
-            continue
-        blob, present, sha = outcome
-        files[entry.key] = dict(size=entry.size, mtime=int(entry.mtime) if entry.mtime else None, blob=blob,
-                                etag=entry.etag, sha256=sha)
-        if present:
-            result.skipped += 1
-        else:
-            result.copied += 1
-            result.bytes_copied += entry.size
-            result.note(result.copied_keys, entry.key)
-    if result.error_count:
-        return result, dict(snapshot=None, previous=previous, created=False)
-    same_as_previous = previous is not None and \
-        dict((k, v["blob"]) for k, v in files.items()) == dict((k, v.get("blob")) for k, v in prev_files.items())
-    created = None
-    if not same_as_previous or snapshot_if_unchanged:
-        created = snapshot_name(existing=set(names))
-        if not check_mode:
-            document = manifest_document(files, source_label, "snapshot", dict(snapshot=created, previous=previous))
-            repo.client.put_object(Bucket=repo.bucket, Key=repo.full_key("snapshots/%s.json" % created),
-                                   Body=json.dumps(document, sort_keys=True).encode("utf-8"),
-                                   ContentType="application/json")
-    all_names = names + ([created] if created else [])
-    kept, removed = retention_plan(all_names, policy) if all_names else ([], [])
-    if removed:
-        referenced = set()
-        for name in kept:
-            manifest = {"files": files} if name == created else load_s3_manifest(repo, name)
-            referenced.update(item.get("blob") for item in manifest.get("files", {}).values())
-        garbage = sorted((blobs | claimed) - referenced)
-        result.deleted = len(garbage)
-        if not check_mode:
-            repo.delete_keys([repo.full_key("snapshots/%s.json" % name) for name in removed])
-            for key, message in repo.delete_keys([repo.full_key("blobs/" + blob) for blob in garbage]):
-                result.error(key, MaintenanceError(message))
-    return result, dict(snapshot=created or previous, previous=previous, created=bool(created),
-                        snapshots_kept=sorted(kept), snapshots_removed=sorted(removed))

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import traceback
 
-from ansible.module_utils.basic import env_fallback, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
@@ -27,29 +27,6 @@ except ImportError:
     BOTO3_IMPORT_ERROR = traceback.format_exc()
 
 MB = 1024 * 1024
-
-S3_ARGUMENT_SPEC = dict(
-    endpoint_url=dict(type="str", fallback=(env_fallback, ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"])),
-    region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
-    aws_access_key=dict(type="str", no_log=True, aliases=["access_key"]),
-    aws_secret_key=dict(type="str", no_log=True, aliases=["secret_key"]),
-    session_token=dict(type="str", no_log=True),
-    profile=dict(type="str"),
-    s3_validate_certs=dict(type="bool", default=True),
-    connect_timeout=dict(type="float", default=10.0),
-    read_timeout=dict(type="float", default=60.0),
-    retries=dict(type="int", default=3),
-    multipart_threshold_mb=dict(type="int", default=8),
-    multipart_chunksize_mb=dict(type="int", default=8),
-)
-
-
-def s3_argument_spec(**overrides):
-    """The S3 options, as documented by the ``mlflowops.maintenance.s3`` fragment."""
-    spec = dict((name, dict(option)) for name, option in S3_ARGUMENT_SPEC.items())
-    for name, option in overrides.items():
-        spec[name].update(option)
-    return spec
 
 
 def is_s3_url(location):
@@ -71,12 +48,26 @@ def require_boto3():
         raise MaintenanceError(missing_required_lib("boto3"), exception=BOTO3_IMPORT_ERROR)
 
 
-def client_config(params, pool_size=16):
-    """A botocore Config with connect/read timeouts and botocore's own retries (standard mode)."""
+def _option(params, name, old_name, default):
+    value = params.get(name)
+    if value is None:
+        value = params.get(old_name)
+    return default if value is None else value
+
+
+def client_config(params, pool_size=16, deadline=None):
+    """A botocore Config with connect/read timeouts and botocore's own retries (standard mode).
+
+    With a ``deadline`` (common.Deadline), each timeout is capped by the time the task has left."""
+    connect_timeout = float(_option(params, "s3_connect_timeout", "connect_timeout", 10.0))
+    read_timeout = float(_option(params, "s3_read_timeout", "read_timeout", 60.0))
+    if deadline is not None:
+        connect_timeout = deadline.remaining(connect_timeout)
+        read_timeout = deadline.remaining(read_timeout)
     return Config(
-        connect_timeout=float(params.get("connect_timeout") or 10.0),
-        read_timeout=float(params.get("read_timeout") or 60.0),
-        retries={"max_attempts": max(1, int(params.get("retries", 3)) + 1), "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max(1, int(_option(params, "s3_retries", "retries", 3)) + 1), "mode": "standard"},
         max_pool_connections=max(10, int(pool_size) + 4),
     )
 
@@ -91,7 +82,7 @@ def transfer_config(params, concurrency=4):
     )
 
 
-def build_client(params, pool_size=16):
+def build_client(params, pool_size=16, deadline=None):
     """An S3 client from module options; unset keys fall back to boto3's chain (environment, profiles, roles)."""
     require_boto3()
     session_kwargs = {}
@@ -101,7 +92,7 @@ def build_client(params, pool_size=16):
         session = boto3.session.Session(**session_kwargs)
     except botocore.exceptions.ProfileNotFound as exc:
         raise MaintenanceError("AWS profile not found: %s" % exc)
-    kwargs = dict(config=client_config(params, pool_size))
+    kwargs = dict(config=client_config(params, pool_size, deadline))
     if params.get("endpoint_url"):
         kwargs["endpoint_url"] = params["endpoint_url"]
     if params.get("region"):
@@ -148,7 +139,7 @@ def describe_error(exc, what=""):
     if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)):
         return prefix + "cannot reach the S3 endpoint: %s" % exc
     if isinstance(exc, botocore.exceptions.ReadTimeoutError):
-        return prefix + "the S3 endpoint did not answer within read_timeout: %s" % exc
+        return prefix + "the S3 endpoint did not answer within s3_read_timeout: %s" % exc
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return prefix + "no AWS credentials: set aws_access_key/aws_secret_key, a profile or the environment"
     if isinstance(exc, botocore.exceptions.BotoCoreError):

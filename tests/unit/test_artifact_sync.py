@@ -1,12 +1,12 @@
 # -*- coding: utf-8 -*-
-"""Pure decisions of artifact_sync and artifact_audit, plus local-only runs of the executor."""
+"""Pure decisions of artifact_sync (artifact_audit: test_artifact_audit.py), plus local-only runs of the executor."""
 
 import hashlib
 import os
 
 import pytest
 
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_audit as audit
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_snapshots as snapshots
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_sync as sync
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
@@ -34,10 +34,23 @@ def test_local_listing_is_in_s3_byte_order(tmp_path):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"1")
-    (tmp_path / ".mlflowops-manifest.json").write_text("{}")
-    (tmp_path / "a" / ".mlflowops-tmp-x.1").write_text("partial")
     listed = [entry.key for entry in sync.LocalStore(str(tmp_path)).list()]
     assert listed == sorted(names, key=lambda key: key.encode("utf-8"))
+
+
+def test_managed_listing_skips_own_files_and_unescapes_user_names(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"1")
+    (tmp_path / ".mlflowops-manifest.json").write_text("{}")
+    (tmp_path / "a" / (".mlflowops-tmp-" + "0" * 32)).write_text("partial")
+    (tmp_path / ".mlflowops-esc-manifest.json").write_text("user data")
+    (tmp_path / "a" / ".mlflowops-esc-tmp-notes.txt").write_text("user data")
+    store = sync.LocalStore(str(tmp_path), managed=True)
+    assert [entry.key for entry in store.list()] == [".mlflowops-manifest.json", "a/.mlflowops-tmp-notes.txt", "a/f"]
+    assert store.path("a/.mlflowops-tmp-notes.txt") == str(tmp_path / "a" / ".mlflowops-esc-tmp-notes.txt")
+    # Not written by the collection (no marker): every name is the user's.
+    raw = [entry.key for entry in sync.LocalStore(str(tmp_path)).list()]
+    assert ".mlflowops-esc-manifest.json" in raw and "a/.mlflowops-tmp-" + "0" * 32 in raw
 
 
 def test_local_store_refuses_traversal_keys(tmp_path):
@@ -96,9 +109,9 @@ def test_snapshot_names_sort_and_parse():
 
 def test_retention_plan_uses_restic_rules():
     names = ["20261101T000000Z", "20261120T000000Z", "20261127T000000Z", "20261128T000000Z"]
-    kept, removed = sync.retention_plan(names, {"keep_last": 2})
+    kept, removed = snapshots.retention_plan(names, {"keep_last": 2})
     assert sorted(kept) == names[2:] and sorted(removed) == names[:2]
-    assert sync.retention_plan(names, {})[1] == []
+    assert snapshots.retention_plan(names, {})[1] == []
 
 
 def test_inside():
@@ -123,38 +136,211 @@ def test_local_mirror_and_snapshot_end_to_end(tmp_path):
     result, _rows = sync.sync(sync.LocalStore(str(src)), sync.LocalStore(str(tmp_path / "dst")), transfer)
     assert result.copied == 0 and result.skipped == 5
     repo = str(tmp_path / "repo")
-    first, info = sync.local_snapshot(sync.LocalStore(str(src)), repo, transfer, {})
+    first, info = snapshots.local_snapshot(sync.LocalStore(str(src)), repo, transfer, {})
     assert first.copied == 5 and info["created"]
     (src / "1" / "f.txt").write_bytes(b"changed")
-    second, info2 = sync.local_snapshot(sync.LocalStore(str(src)), repo, transfer, {})
+    second, info2 = snapshots.local_snapshot(sync.LocalStore(str(src)), repo, transfer, {})
     assert second.copied == 1 and second.linked == 4
     a = os.path.join(repo, info["snapshot"], "2", "f.txt")
     b = os.path.join(repo, info2["snapshot"], "2", "f.txt")
     assert os.stat(a).st_ino == os.stat(b).st_ino
 
 
-def test_audit_run_folder_mapping():
-    assert audit.run_folder("mlflow-artifacts:/1/%s/artifacts" % ("a" * 32), "s3://b/p") == "1/" + "a" * 32
-    assert audit.run_folder("mlflow-artifacts://host:5000/1/abc/artifacts", "/x") == "1/abc"
-    assert audit.run_folder("s3://b/p/2/abc/artifacts", "s3://b/p") == "2/abc"
-    assert audit.run_folder("file:///srv/a/3/abc/artifacts", "/srv/a") == "3/abc"
-    assert audit.run_folder("s3://other/2/abc/artifacts", "s3://b/p") is None
+# ---------------------------------------------------------------- issue 9: trust (names, symlinks, breaker, deadline)
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_localfs as localfs  # noqa: E402
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_names as names  # noqa: E402
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, DeadlineExceeded  # noqa: E402
 
 
-def test_audit_classify():
-    run_a, run_b, run_c, orphan = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
-    stats = audit.FolderStats()
-    stats.add("1/%s/artifacts/x" % run_a, 10)
-    stats.add("1/%s/artifacts/x" % run_c, 5)
-    stats.add("1/%s/artifacts/y" % orphan, 7)
-    stats.add("1/models/m-1/artifacts/z", 3)
-    runs = [dict(run_id=run_a, experiment_id="1", lifecycle_stage="active", artifact_uri="mlflow-artifacts:/1/%s/artifacts" % run_a),
-            dict(run_id=run_b, experiment_id="1", lifecycle_stage="active", artifact_uri="mlflow-artifacts:/1/%s/artifacts" % run_b),
-            dict(run_id=run_c, experiment_id="1", lifecycle_stage="deleted", artifact_uri="mlflow-artifacts:/1/%s/artifacts" % run_c),
-            dict(run_id="e" * 32, experiment_id="1", lifecycle_stage="active", artifact_uri="s3://elsewhere/x/artifacts")]
-    verdict = audit.classify(runs, stats, "s3://b/mlflow")
-    assert [m["run_id"] for m in verdict["missing"]] == [run_b]
-    assert [o["folder"] for o in verdict["orphans"]] == ["1/" + orphan]
-    assert [g["run_id"] for g in verdict["awaiting_gc"]] == [run_c]
-    assert verdict["unmapped"] == ["e" * 32]
-    assert stats.other_objects == 1 and stats.experiments["1"] == [4, 25]
+@pytest.mark.parametrize("name", [".mlflowops-manifest.json", ".mlflowops-tmp-" + "a" * 32, ".mlflowops-esc-x",
+                                  ".mlflowops-store.json", ".mlflowops-", "plain", ".mlflowops-partial-1"])
+def test_escaping_round_trips_every_user_name(name):
+    disk = names.escape_name(name)
+    assert names.classify_disk_name(disk, True) == ("user", name)
+    assert names.classify_disk_name(disk, False) == ("user", name)
+
+
+def test_own_names_are_recognised_only_where_the_collection_writes_them():
+    assert names.classify_disk_name(".mlflowops-manifest.json", True) == ("own", "manifest")
+    assert names.classify_disk_name(".mlflowops-manifest.json", False) == ("foreign", None)
+    assert names.classify_disk_name(".mlflowops-tmp-" + "f" * 32, False) == ("own", "temp")
+    assert names.classify_disk_name(".mlflowops-tmp-notes.txt", False) == ("foreign", None)
+
+
+@pytest.mark.parametrize("prefix,ok", [("a/b", "a/b"), ("a/b/", "a/b"), ("", ""), ("/x", None), ("a//b", None),
+                                       ("a/../b", None), ("./a", None), ("..", None)])
+def test_check_s3_prefix(prefix, ok):
+    if ok is None:
+        with pytest.raises(MaintenanceError):
+            names.check_s3_prefix(prefix, "dest")
+    else:
+        assert names.check_s3_prefix(prefix, "dest") == ok
+
+
+def test_symlink_decision():
+    assert names.symlink_decision("skip", "/src/a", "/src", False, False)[0] is False
+    assert names.symlink_decision("follow_within", "/src/a", "/src", False, False) == (True, None)
+    assert names.symlink_decision("follow_within", "/srcx/a", "/src", False, False)[0] is False
+    assert names.symlink_decision("follow", "/etc/passwd", "/src", False, False) == (True, None)
+    assert names.symlink_decision("follow", None, "/src", True, False) == (False, "dangling link")
+    assert names.symlink_decision("follow", "/src", "/src", False, True) == (False, "link cycle")
+
+
+def valid_params(**changes):
+    params = dict(src="/a", dest="/b", concurrency=16, copy_multipart_threshold_mb=5120, multipart_threshold_mb=8,
+                  multipart_chunksize_mb=8, s3_connect_timeout=10.0, s3_read_timeout=60.0, s3_retries=3, deadline=3600,
+                  symlinks="skip", src_snapshot=None, max_consecutive_failures=5)
+    params.update(changes)
+    return params
+
+
+@pytest.mark.parametrize("changes,words", [
+    (dict(keep_last=-1), "keep_last"), (dict(keep_yearly=-3), "keep_yearly"), (dict(concurrency=0), "concurrency"),
+    (dict(dest="s3://b/../x"), "'..'"), (dict(src="s3:///x"), "names no bucket"), (dict(src_snapshot="../x"), "src_snapshot"),
+    (dict(copy_multipart_threshold_mb=6000), "copy_multipart"), (dict(max_consecutive_failures=0), "max_consecutive"),
+    (dict(deadline=-1), "deadline"), (dict(dest=""), "dest"),
+])
+def test_validate_params_refuses(changes, words):
+    with pytest.raises(MaintenanceError, match=words):
+        names.validate_params(valid_params(**changes))
+
+
+def test_validate_params_accepts_defaults_and_multi_level_prefix():
+    assert names.validate_params(valid_params(dest="s3://bucket/a/b/", keep_last=0, src_snapshot="latest"))
+
+
+def test_failure_breaker_trips_on_consecutive_failures_only():
+    breaker = names.FailureBreaker(3)
+    breaker.failure("x")
+    breaker.failure("x")
+    breaker.success()
+    assert not breaker.failure("x") and not breaker.failure("y")
+    assert breaker.failure("z") and breaker.tripped and breaker.last_error == "z"
+
+
+def test_transfer_stops_retrying_once_the_endpoint_is_down():
+    transfer = sync.Transfer(LocalParams(), retries=5, breaker=names.FailureBreaker(2))
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise ConnectionRefusedError("refused")
+    with pytest.raises(ConnectionRefusedError):
+        transfer.guarded(refused)
+    assert len(calls) == 2 and transfer.breaker.tripped
+    with pytest.raises(sync.EndpointDown):
+        transfer.guarded(refused)
+    assert len(calls) == 2
+
+
+def test_parallel_map_stops_at_the_deadline_even_when_calls_hang():
+    import threading
+    import time
+    hang = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        list(sync.parallel_map(lambda item: hang.wait(30), range(10), 2, Deadline(1)))
+    assert time.monotonic() - started < 5
+    hang.set()
+
+
+def test_run_with_deadline_returns_and_raises_with_progress():
+    import threading
+    assert sync.run_with_deadline(lambda: 42, Deadline(5)) == 42
+    hang = threading.Event()
+    with pytest.raises(DeadlineExceeded) as caught:
+        sync.run_with_deadline(lambda: hang.wait(30), Deadline(1), progress=lambda: dict(copied=7, bytes_copied=70))
+    hang.set()
+    assert "deadline of 1s" in caught.value.msg and "7 file(s)" in caught.value.msg
+    assert caught.value.details["copied"] == 7
+
+
+def test_write_file_refuses_a_symlinked_directory_and_writes_private_files(tmp_path):
+    root, outside = tmp_path / "dest", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(str(outside), str(root / "sub"))
+    with pytest.raises(localfs.UnsafePath, match="symlink"):
+        localfs.write_file(str(root), ["sub", "f"], lambda handle: handle.write(b"data"))
+    assert os.listdir(str(outside)) == []
+    previous = os.umask(0o022)
+    try:
+        localfs.write_file(str(root), ["new", "deeper", "f"], lambda handle: handle.write(b"data"))
+    finally:
+        os.umask(previous)
+    assert oct(os.stat(str(root / "new")).st_mode & 0o777) == oct(0o700)
+    assert oct(os.stat(str(root / "new" / "deeper" / "f")).st_mode & 0o777) == oct(0o600)
+    # A file symlink where the file belongs is replaced, never written through.
+    (outside / "victim").write_bytes(b"original")
+    os.symlink(str(outside / "victim"), str(root / "link"))
+    localfs.write_file(str(root), ["link"], lambda handle: handle.write(b"new"))
+    assert (outside / "victim").read_bytes() == b"original" and not os.path.islink(str(root / "link"))
+
+
+def test_source_listing_reports_links_and_survives_cycles(tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"1")
+    os.symlink(str(src), str(src / "d" / "loop"))
+    os.symlink(str(src / "d"), str(src / "alias"))
+    os.symlink("/nonexistent/x", str(src / "dangling"))
+    store = sync.LocalStore(str(src), symlinks="follow_within")
+    assert [entry.key for entry in store.list()] == ["alias/f", "d/f"]
+    reasons = dict((item["path"], item["reason"]) for item in store.skipped_symlinks.items)
+    assert reasons == {"alias/loop": "link cycle", "d/loop": "link cycle", "dangling": "dangling link"}
+    skipping = sync.LocalStore(str(src))
+    assert [entry.key for entry in skipping.list()] == ["d/f"] and skipping.skipped_symlinks.count == 3
+
+
+def test_mirror_keeps_manifest_until_first_change(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "f").write_bytes(b"1")
+    dst = sync.LocalStore(str(tmp_path / "dst"), managed=True, role="dest")
+    transfer = sync.Transfer(LocalParams(), retries=0)
+    calls = []
+    sync.sync(sync.LocalStore(str(src)), dst, transfer, before_change=lambda: calls.append(1))
+    assert calls == [1]
+    sync.sync(sync.LocalStore(str(src)), dst, transfer, before_change=lambda: calls.append(1))
+    assert calls == [1]
+
+
+def test_write_file_can_read_back_what_it_wrote(tmp_path):
+    # Large downloads hash the temporary file after boto3 wrote it: the handle must be readable too.
+    def fill(handle):
+        handle.write(b"abc" * 1000)
+        handle.flush()
+        handle.seek(0)
+        return localfs.sha256_fileobj(handle)
+    sha = localfs.write_file(str(tmp_path), ["f"], fill)
+    assert sha == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_concurrent_first_writes_create_the_destination_once(tmp_path):
+    # Many workers start at once on a destination that does not exist yet: none may fail on the race.
+    src = tmp_path / "src"
+    for index in range(64):
+        (src / str(index)).mkdir(parents=True)
+        (src / str(index) / "f").write_bytes(b"x")
+    for attempt in range(5):
+        result, _rows = sync.sync(sync.LocalStore(str(src)), sync.LocalStore(str(tmp_path / ("dst%d" % attempt) / "deep")),
+                                  sync.Transfer(LocalParams(), retries=0), concurrency=32)
+        assert result.errors == [] and result.copied == 64
+
+
+def test_snapshot_removes_only_stale_partial_snapshots(tmp_path):
+    import time
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "f").write_bytes(b"1")
+    repo = tmp_path / "repo"
+    stale, young = repo / ".mlflowops-partial-20200101T000000Z", repo / ".mlflowops-partial-20990101T000000Z"
+    for path in (stale, young):
+        (path / "x").mkdir(parents=True)
+    old = time.time() - 7200
+    os.utime(str(stale), (old, old))
+    result, info = snapshots.local_snapshot(sync.LocalStore(str(src)), str(repo), sync.Transfer(LocalParams(), retries=0), {})
+    assert info["created"] and result.stale_temps_removed == 1
+    assert not stale.exists() and young.exists()
+    assert sorted(os.listdir(str(repo))) == sorted([young.name, info["snapshot"]])
