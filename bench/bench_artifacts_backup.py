@@ -2,7 +2,8 @@
 # -*- coding: utf-8 -*-
 """Benchmark artifacts_backup's engine against the seed's approach and rsync.
 
-S3 to S3 on a local moto server: SMALL small objects plus BIG objects of BIG_MB MiB.
+S3 to S3 on a local moto server behind a latency proxy (--latency-ms, default 20 ms per request, like a real S3
+region; harness.latency_proxy): SMALL small objects plus BIG objects of BIG_MB MiB.
   - seed: the seed's sequential ``copy_object`` loop, with paging fixed so that it copies everything;
   - ours: ``artifact_sync.sync`` (what the module runs), 16 in flight, server-side copies;
   - incremental: 1% of the small objects rewritten, then ours again on the same destination.
@@ -34,19 +35,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from _common import timed  # noqa: E402  pylint: disable=wrong-import-position
+from harness.latency_proxy import LatencyProxy  # noqa: E402  pylint: disable=wrong-import-position
 from harness.services import MotoS3  # noqa: E402  pylint: disable=wrong-import-position
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import (  # noqa: E402  pylint: disable=wrong-import-position
+    artifact_stores as stores,
     artifact_sync as sync_utils,
+    artifact_transfer as transfer,
     s3 as s3_utils,
 )
 
 MB = 1024 * 1024
-
-
-def timed(func):
-    started = time.monotonic()
-    value = func()
-    return time.monotonic() - started, value
 
 
 def seed_copy(client, src_bucket, dest_bucket, prefix):
@@ -60,9 +59,9 @@ def seed_copy(client, src_bucket, dest_bucket, prefix):
 
 
 def ours(src, dest, params, concurrency=16):
-    result, _rows = sync_utils.sync(src, dest, sync_utils.Transfer(params), concurrency=concurrency)
-    if result.error_count:
-        raise RuntimeError(result.errors[:3])
+    result, _rows = sync_utils.sync(src, dest, transfer.Transfer(params), concurrency=concurrency)
+    if result.failures.count:
+        raise RuntimeError(result.failures.items[:3])
     return result
 
 
@@ -96,12 +95,23 @@ def med(values):
 
 def bench_s3(args):
     from boto3.s3.transfer import TransferConfig
+    import boto3  # pylint: disable=import-outside-toplevel
+    from botocore.config import Config  # pylint: disable=import-outside-toplevel
     moto = MotoS3().start()
+    proxy = None
     try:
-        client = moto.client()
-        params = dict(endpoint_url=moto.endpoint_url, aws_access_key=moto.access_key, aws_secret_key=moto.secret_key,
+        client = moto.client()  # populating and checking talk to moto directly; the timed copies go through the proxy
+        endpoint = moto.endpoint_url
+        if args.latency_ms > 0:
+            proxy = LatencyProxy(moto.endpoint_url, args.latency_ms).start()
+            endpoint = proxy.url
+            print("latency proxy: %.0f ms per request in front of moto (%s)" % (args.latency_ms, endpoint), flush=True)
+        timed_client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=moto.access_key,
+                                    aws_secret_access_key=moto.secret_key, region_name=moto.region,
+                                    config=Config(max_pool_connections=32, retries={"max_attempts": 3}))
+        params = dict(endpoint_url=endpoint, aws_access_key=moto.access_key, aws_secret_key=moto.secret_key,
                       region=moto.region, multipart_threshold_mb=8, multipart_chunksize_mb=8, s3_retries=3)
-        ours_client = s3_utils.build_client(params, pool_size=16)
+        ours_client = s3_utils.build_client(params, pool_size=max(16, args.concurrency))
         src_bucket = moto.create_bucket()
         runs = ["%032x" % index for index in range(max(1, args.small // 5))]
         keys = ["mlflow/1/%s/artifacts/f%d.txt" % (runs[i // 5], i % 5) for i in range(args.small)]
@@ -121,14 +131,14 @@ def bench_s3(args):
         big_key = "mlflow/1/big/artifacts/model-0.bin"
         for rep in range(args.reps):
             dest_seed = moto.create_bucket()
-            elapsed, count = timed(lambda: seed_copy(client, src_bucket, dest_seed, "mlflow/"))
+            elapsed, count = timed(lambda: seed_copy(timed_client, src_bucket, dest_seed, "mlflow/"))
             assert count == total, count
             seed_t.append(elapsed)
             print("  seed copy: %.1fs" % elapsed, flush=True)
             dest_ours = moto.create_bucket()
-            src = sync_utils.S3Store(ours_client, src_bucket, "mlflow")
-            dst = sync_utils.S3Store(ours_client, dest_ours, "backup")
-            elapsed, result = timed(lambda: ours(src, dst, params))
+            src = stores.S3Store(ours_client, src_bucket, "mlflow")
+            dst = stores.S3Store(ours_client, dest_ours, "backup")
+            elapsed, result = timed(lambda: ours(src, dst, params, args.concurrency))
             assert result.copied == total, result.copied
             assert sum(1 for _key in keys_of(client, dest_ours, "backup/")) == total
             if args.big:
@@ -138,7 +148,7 @@ def bench_s3(args):
             print("  ours: %.1fs" % elapsed, flush=True)
             changed = keys[rep::100][: max(1, args.small // 100)]
             put_many(client, src_bucket, changed, os.urandom(1024))
-            elapsed, result = timed(lambda: ours(src, dst, params))
+            elapsed, result = timed(lambda: ours(src, dst, params, args.concurrency))
             assert result.copied == len(changed), (result.copied, len(changed))
             for key in changed[:20]:
                 assert object_sha256(reader, dest_ours, "backup/" + key[len("mlflow/"):]) == object_sha256(
@@ -146,18 +156,22 @@ def bench_s3(args):
             inc_t.append(elapsed)
             print("rep %d: seed %.1fs, ours %.1fs, incremental (%d changed) %.1fs" % (
                 rep + 1, seed_t[-1], ours_t[-1], len(changed), inc_t[-1]), flush=True)
-        print("\nS3->S3 on moto: %d objects (%d x 1 KiB + %d x %d MiB = %.0f MiB), %d repetitions" % (
-            total, args.small, args.big, args.big_mb, total_bytes / MB, args.reps))
+        print("\nS3->S3 on moto (%.0f ms added per request): %d objects (%d x 1 KiB + %d x %d MiB = %.0f MiB), "
+              "%d repetitions" % (args.latency_ms, total, args.small, args.big, args.big_mb, total_bytes / MB, args.reps))
         print("  seed sequential copy_object (paged): median %.1fs  (%.0f obj/s)" % (med(seed_t), total / med(seed_t)))
-        print("  artifacts_backup (16 in flight):     median %.1fs  (%.0f obj/s)" % (med(ours_t), total / med(ours_t)))
+        print("  artifacts_backup (%d in flight):     median %.1fs  (%.0f obj/s)"
+              % (args.concurrency, med(ours_t), total / med(ours_t)))
         print("  throughput ratio ours/seed:          %.2fx" % (med(seed_t) / med(ours_t)))
         print("  incremental rerun, 1%% changed:       median %.1fs  = %.1f%% of our full run "
               "(the seed has no incremental mode)" % (med(inc_t), 100.0 * med(inc_t) / med(ours_t)))
         return dict(s3_objects=total, s3_bytes=total_bytes, s3_reps=args.reps, s3_seed_s=round(med(seed_t), 3),
                     s3_ours_s=round(med(ours_t), 3), s3_speedup_vs_seed=round(med(seed_t) / med(ours_t), 2),
                     s3_incremental_changed=max(1, args.small // 100), s3_incremental_s=round(med(inc_t), 3),
-                    s3_incremental_share_of_full=round(med(inc_t) / med(ours_t), 4))
+                    s3_incremental_share_of_full=round(med(inc_t) / med(ours_t), 4), s3_latency_ms=args.latency_ms,
+                    s3_concurrency=args.concurrency)
     finally:
+        if proxy is not None:
+            proxy.stop()
         moto.stop()
 
 
@@ -203,7 +217,7 @@ def bench_local(args):
             subprocess.run(["sync"], check=True)
             elapsed, _value = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
             rsync_t.append(elapsed)
-            elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
+            elapsed, result = timed(lambda: ours(stores.LocalStore(src), stores.LocalStore(dest_ours), params))
             assert result.copied == args.files
             assert count_files(dest_ours) == args.files and count_files(dest_rsync) == args.files
             ours_t.append(elapsed)
@@ -212,7 +226,7 @@ def bench_local(args):
                 with open(name, "wb") as handle:
                     handle.write(os.urandom(4096))
                 os.utime(name, (time.time() + 5 + rep, time.time() + 5 + rep))
-            elapsed, result = timed(lambda: ours(sync_utils.LocalStore(src), sync_utils.LocalStore(dest_ours), params))
+            elapsed, result = timed(lambda: ours(stores.LocalStore(src), stores.LocalStore(dest_ours), params))
             assert result.copied == len(changed), result.copied
             inc_t.append(elapsed)
             elapsed, _value = timed(lambda: subprocess.run(["rsync", "-a", src + "/", dest_rsync + "/"], check=True))
@@ -248,6 +262,9 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--latency-ms", type=float, default=20.0,
+                        help="latency added to every S3 request of the timed copies (a real region: ~20 ms; 0: none)")
+    parser.add_argument("--concurrency", type=int, default=16, help="artifacts_backup's requests in flight")
     args = parser.parse_args()
     figures = dict(load_average_start=os.getloadavg()[0])
     print("load average at start: %s" % (os.getloadavg(),), flush=True)

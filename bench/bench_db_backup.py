@@ -22,21 +22,20 @@ import json
 import os
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from _common import median_of, timed  # noqa: E402  pylint: disable=wrong-import-position
 from harness.services import MlflowServer, PostgresCluster  # noqa: E402  pylint: disable=wrong-import-position
 
 # pylint: disable=wrong-import-position
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups  # noqa: E402
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil  # noqa: E402
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import (  # noqa: E402
     BackupOptions,
     run_backup,
@@ -46,22 +45,6 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri im
     parse_backend_store_uri,
 )
 # pylint: enable=wrong-import-position
-
-
-def timed(func):
-    started = time.monotonic()
-    value = func()
-    return time.monotonic() - started, value
-
-
-def median_of(reps, func, cleanup=None):
-    times, value = [], None
-    for _rep in range(reps):
-        elapsed, value = timed(func)
-        times.append(elapsed)
-        if cleanup:
-            cleanup(value)
-    return statistics.median(times), times, value
 
 
 FIGURES = {}
@@ -150,12 +133,25 @@ def bench_sqlite(root, megabytes, reps):
     med, _times, _v = median_of(reps, lambda: subprocess.run(["cp", path, cp_target], check=True) and cp_target,
                                 lambda _v: os.unlink(cp_target))
     rows_out.append(("cp (physical limit)", med))
+
+    def cp_sync():
+        subprocess.run(["cp", path, cp_target], check=True)
+        subprocess.run(["sync", cp_target], check=True)  # fsync of that file (GNU sync FILE)
+        return cp_target
+
+    med, _times, _v = median_of(reps, cp_sync, lambda _v: os.unlink(cp_target))
+    rows_out.append(("cp + sync (target: db_backup none <= 1.3x)", med))
     med, _times, _v = median_of(reps, lambda: seed_backup_sqlite(path, out), remove)
     rows_out.append(("seed backup_sqlite (backup API, no fsync)", med))
     med, _times, _v = median_of(reps, db_backup("none", "none"), remove)
     rows_out.append(("db_backup compression=none verify=none", med))
     med, _times, _v = median_of(reps, db_backup("none", "checksum"), remove)
     rows_out.append(("db_backup compression=none verify=checksum", med))
+    probe = run_backup(store, BackupOptions(out, compression="none", verify="none", force=True))
+    with open(probe["backup"]["manifest"]) as handle:
+        FIGURES["sqlite_snapshot_method"] = json.load(handle).get("snapshot_method")
+    remove(probe)
+    print("  snapshot method: %s" % FIGURES["sqlite_snapshot_method"])
     med, _times, kept = median_of(reps, db_backup("zstd", "none"), None)
     rows_out.append(("db_backup compression=zstd verify=none", med))
     zstd_size = kept["backup"]["size_bytes"]
@@ -236,12 +232,23 @@ def bench_postgres(root, megabytes, reps):
                                                            verify="none", force=True))
 
         def remove(value):
-            backups.remove_path(value["backup"]["path"])
-            backups.remove_path(value["backup"]["manifest"])
+            fsutil.remove_path(value["backup"]["path"])
+            fsutil.remove_path(value["backup"]["manifest"])
 
         results = []
         med, _t, _v = median_of(reps, seed_dump)
         results.append(("seed plain pg_dump > file", med))
+        fc_file = os.path.join(out, "plain-fc.dump")
+
+        def pg_dump_fc():
+            subprocess.run(["pg_dump", "-Fc", "-U", store.user, "-h", store.host, "-p", str(store.port), "-f", fc_file,
+                            store.database], env=env, check=True)
+            return fc_file
+
+        med, _t, _v = median_of(reps, pg_dump_fc)
+        results.append(("pg_dump -Fc (target: db_backup custom <= 1.1x)", med))
+        fc_size = os.path.getsize(fc_file)
+        os.unlink(fc_file)
         seed_size = os.path.getsize(seed_file)
         med, _t, dir_gzip = median_of(reps, db_backup("directory", 2, "gzip"), None)
         results.append(("db_backup directory jobs=2 (gzip)", med))
@@ -251,9 +258,18 @@ def bench_postgres(root, megabytes, reps):
         results.append(("db_backup custom (zstd, streamed)", med))
         print("PostgreSQL backup, %.0f MB database, %d reps:" % (size / 1048576.0, reps))
         report(results, "seed plain pg_dump > file", "postgres_backup")
-        print("  sizes: seed plain %.0f MB; directory gzip %.0f MB; directory none %.0f MB; custom zstd %.0f MB" % (
-            seed_size / 1048576.0, dir_gzip["backup"]["size_bytes"] / 1048576.0,
-            dir_none["backup"]["size_bytes"] / 1048576.0, custom["backup"]["size_bytes"] / 1048576.0))
+        print("  sizes: seed plain %.0f MB; pg_dump -Fc %.0f MB; directory gzip %.0f MB; directory none %.0f MB; "
+              "custom zstd %.0f MB" % (seed_size / 1048576.0, fc_size / 1048576.0,
+                                       dir_gzip["backup"]["size_bytes"] / 1048576.0,
+                                       dir_none["backup"]["size_bytes"] / 1048576.0,
+                                       custom["backup"]["size_bytes"] / 1048576.0))
+        FIGURES["postgres_sizes"] = dict(pg_dump_fc=fc_size, custom_zstd=custom["backup"]["size_bytes"])
+        # skip-unchanged: the decision on an unchanged store (no dump), timed
+        unchanged_dest = os.path.join(root, "pg-unchanged")
+        run_backup(store, BackupOptions(unchanged_dest, verify="none"))
+        med, _t, skipped = median_of(reps, lambda: run_backup(store, BackupOptions(unchanged_dest, verify="none")))
+        FIGURES["postgres_unchanged_check_s"] = round(med, 3)
+        print("  unchanged-store check: %.2f s (unchanged=%s)" % (med, skipped.get("unchanged")))
 
         restore_rows = []
         counter = [0]

@@ -37,11 +37,12 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 # conftest puts the collection on sys.path.
 import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from _common import timed  # noqa: E402  pylint: disable=wrong-import-position
 from harness.old_mlflow import OLD_VERSION, copy_venv, ensure_venv  # noqa: E402  pylint: disable=wrong-import-position
 from harness.runner import run_module, run_playbook  # noqa: E402  pylint: disable=wrong-import-position
 from harness.services import free_port, http_get, wait_until  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize import (  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize_sqlite import (  # noqa: E402  pylint: disable=wrong-import-position
     optimize_sqlite,
 )
 
@@ -116,12 +117,6 @@ def fresh_copy(master, path):
     subprocess.run(["sync"], check=False)
 
 
-def timed(func):
-    started = time.monotonic()
-    out = func()
-    return time.monotonic() - started, out
-
-
 def pages(path):
     """(page_count, freelist_count, page_size) as SQLite itself reads the file."""
     connection = sqlite3.connect(path)
@@ -162,7 +157,7 @@ def bench_optimize(master, work, repeat):
         direct.append(seconds)
         assert "vacuum" in result["actions"], result["actions"]
         sizes["direct_after"] = assert_vacuumed(copy, sizes["before"], master_free, sizes["cli_after"], "in-process")
-        assert sizes["direct_after"] == result["size_after"], (sizes["direct_after"], result["size_after"])
+        assert sizes["direct_after"] == result["size_after_bytes"], (sizes["direct_after"], result["size_after_bytes"])
         sizes["actions"] = result["actions"]
         fresh_copy(master, copy)
         seconds, (result, _run) = timed(lambda: run_module("db_optimize", {"backend_store_uri": "sqlite:///%s" % copy}))

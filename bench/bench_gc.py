@@ -23,72 +23,20 @@ module process alone. The last line of the output is one JSON object with every 
 """
 
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
-import threading
-import time
 import uuid
-
-import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
+from _common import medians, play_measured, run_measured, write_figures  # noqa: E402  pylint: disable=wrong-import-position
 from harness import datagen  # noqa: E402  pylint: disable=wrong-import-position
 from harness.lifecycle import StoreReader, in_list  # noqa: E402  pylint: disable=wrong-import-position
-from harness.runner import ansible_env, BIN_DIR  # noqa: E402  pylint: disable=wrong-import-position
+from harness.runner import BIN_DIR  # noqa: E402  pylint: disable=wrong-import-position
 from harness.services import MlflowServer, PostgresCluster, api  # noqa: E402  pylint: disable=wrong-import-position
 
 FILES = {"model/model.pkl": b"m" * 4096, "metrics.json": b"{}" * 100}
-
-
-class TreeMemory:
-    """Peak summed RSS of a process and its descendants, and of the biggest single process."""
-
-    def __init__(self, pid, interval=0.05):
-        self.pid = pid
-        self.interval = interval
-        self.peak_tree = 0
-        self.peak_single = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-
-    def _poll(self):
-        while not self._stop.is_set():
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root] + root.children(recursive=True)
-                sizes = []
-                for proc in procs:
-                    try:
-                        sizes.append(proc.memory_info().rss)
-                    except psutil.Error:
-                        pass
-                self.peak_tree = max(self.peak_tree, sum(sizes))
-                self.peak_single = max([self.peak_single] + sizes)
-            except psutil.Error:
-                pass
-            time.sleep(self.interval)
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join()
-
-
-def run_measured(argv, env, timeout=7200):
-    started = time.monotonic()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = TreeMemory(process.pid)
-    out, err = process.communicate(timeout=timeout)
-    wall = time.monotonic() - started
-    memory.stop()
-    if process.returncode != 0:
-        raise RuntimeError("%s failed (%s):\n%s\n%s" % (argv[0], process.returncode, out[-3000:], err[-3000:]))
-    return wall, memory, out
 
 
 def make_deleted_runs(server, runs, local_root=None):
@@ -135,19 +83,10 @@ def check_purged(reader, exp, ids, dirs):
 
 def bench_module(server, reader, runs, concurrency):
     exp, ids, dirs = make_deleted_runs(server, runs)
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": "gc", "mlflowops.maintenance.gc": {
+    wall, memory = play_measured("gc", {
         "backend_store_uri": server.backend_store_uri, "artifacts_destination": server.artifacts_destination,
-        "older_than": "1d", "experiment_ids": [exp], "concurrency": concurrency, "run_ids_limit": 0}}]}]
-    path = "/tmp/mlflowops-bench-gc-%s.json" % uuid.uuid4().hex[:8]
-    with open(path, "w") as handle:
-        json.dump(play, handle)
-    try:
-        argv = [os.path.join(BIN_DIR, "ansible-playbook"), "-i", "localhost,", "-c", "local", path,
-                "-e", "ansible_python_interpreter=%s" % sys.executable]
-        wall, memory, out = run_measured(argv, ansible_env())
-    finally:
-        os.unlink(path)
-    assert "failed=0" in out, out[-2000:]
+        "older_than": "1d", "experiment_ids": [exp], "concurrency": concurrency, "run_ids_limit": 0},
+        prefix="mlflowops-bench-gc")
     check_purged(reader, exp, ids, dirs)
     return wall, memory
 
@@ -201,7 +140,7 @@ def main():
             server.stop()
             if cluster:
                 cluster.stop()
-        med = dict((key, statistics.median(row[key] for row in rows)) for key in rows[0])
+        med = medians(rows)
         med["speedup"] = med["mlflow_gc_wall"] / med["module_wall"]
         med["speedup_same_path"] = med["mlflow_gc_local_wall"] / med["module_wall"]
         figures[backend] = dict(median=med, reps=rows, runs=args.runs,
@@ -212,10 +151,7 @@ def main():
               % (backend, len(rows), args.runs, med["module_wall"], med["module_tree_mib"], med["mlflow_gc_wall"],
                  med["mlflow_gc_tree_mib"], med["speedup"], med["mlflow_gc_local_wall"],
                  med["mlflow_gc_local_tree_mib"], med["speedup_same_path"]), flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(figures, handle, indent=2)
-    print(json.dumps(figures, sort_keys=True))
+    write_figures(figures, args.json)
 
 
 if __name__ == "__main__":

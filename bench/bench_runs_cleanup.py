@@ -11,12 +11,15 @@ Both results are checked in the store (all N runs deleted). Prints per-repetitio
 and ratios (B / A), on the module's wall time (ansible start-up included) and its own duration_s.
 
     cd /work/main && .venv/bin/python bench/bench_runs_cleanup.py --runs 10000 --reps 3
+
+With ``--bulk-runs 100000`` it also times ``method: database`` on that many runs and ``method: rest`` on a
+``--bulk-sample`` (2,000) sample on the same server, and prints the rate ratio (target: under 30 s, at least 30x):
+
+    cd /work/main && .venv/bin/python bench/bench_runs_cleanup.py --bulk-runs 100000 --skip-seed --reps 0
 """
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +28,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
+from _common import medians, write_figures  # noqa: E402  pylint: disable=wrong-import-position
 from harness import datagen  # noqa: E402  pylint: disable=wrong-import-position
 from harness.lifecycle import StoreReader  # noqa: E402  pylint: disable=wrong-import-position
 from harness.runner import run_module  # noqa: E402  pylint: disable=wrong-import-position
@@ -79,6 +83,26 @@ def bench_module(server, reader, runs, concurrency):
     return wall, result["duration_s"]
 
 
+def bench_bulk(server, reader, runs, sample_runs, concurrency):
+    """method=database on ``runs`` eligible runs, against method=rest on a ``sample_runs`` sample, same server.
+
+    Returns rates in runs/s (module duration_s) and the ratio; every run is checked deleted in the store.
+    """
+    exp = fresh_experiment(server, runs)
+    started = time.monotonic()
+    result, _run = run_module("runs_cleanup", {"method": "database", "backend_store_uri": server.backend_store_uri,
+                                               "experiments": [exp], "older_than": "30d", "max_delete": runs,
+                                               "run_ids_limit": 0})
+    wall = time.monotonic() - started
+    assert result["_status"] == "ok", result.get("msg")
+    assert result["deleted"] == runs and deleted_count(reader, exp) == runs, (result["deleted"], deleted_count(reader, exp))
+    sample_wall, sample_own = bench_module(server, reader, sample_runs, concurrency)
+    bulk_rate, rest_rate = runs / result["duration_s"], sample_runs / sample_own
+    return dict(bulk_runs=runs, bulk_wall=wall, bulk_own=result["duration_s"], bulk_transactions=result["transactions"],
+                rest_sample_runs=sample_runs, rest_sample_wall=sample_wall, rest_sample_own=sample_own,
+                bulk_runs_per_s=bulk_rate, rest_runs_per_s=rest_rate, ratio=bulk_rate / rest_rate)
+
+
 def bench_seed(server, reader, runs):
     exp = fresh_experiment(server, runs)
     env = dict(os.environ, MLFLOW_TRACKING_URI=server.url)
@@ -98,6 +122,11 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the benchmarked servers")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--bulk-runs", type=int, default=0,
+                        help="also time method=database on this many runs (target: 100000 in < 30 s), against "
+                             "method=rest on --bulk-sample runs")
+    parser.add_argument("--bulk-sample", type=int, default=2000)
+    parser.add_argument("--skip-seed", action="store_true", help="only the bulk comparison")
     args = parser.parse_args()
     figures = {}
     for backend in args.backends.split(","):
@@ -109,8 +138,16 @@ def main():
             server = MlflowServer(workers=args.workers).start()
         reader = StoreReader(server, cluster, "mlflow_bench")
         rows = []
+        bulk = None
         try:
-            for rep in range(args.reps):
+            if args.bulk_runs:
+                bulk = bench_bulk(server, reader, args.bulk_runs, args.bulk_sample, args.concurrency)
+                print("%s bulk: method=database %d runs in %.1fs wall (%.1fs in module, %.0f runs/s, %d transactions) "
+                      "| method=rest sample %d runs in %.1fs (%.0f runs/s) | ratio %.1fx"
+                      % (backend, bulk["bulk_runs"], bulk["bulk_wall"], bulk["bulk_own"], bulk["bulk_runs_per_s"],
+                         bulk["bulk_transactions"], bulk["rest_sample_runs"], bulk["rest_sample_own"],
+                         bulk["rest_runs_per_s"], bulk["ratio"]), flush=True)
+            for rep in range(0 if args.skip_seed else args.reps):
                 module_wall, module_own = bench_module(server, reader, args.runs, args.concurrency)
                 seed_wall, seed_loop = bench_seed(server, reader, args.runs)
                 rows.append(dict(module_wall=module_wall, module_own=module_own, seed_wall=seed_wall, seed_loop=seed_loop))
@@ -122,18 +159,18 @@ def main():
             server.stop()
             if cluster:
                 cluster.stop()
-        med = dict((key, statistics.median(row[key] for row in rows)) for key in rows[0])
+        if not rows:
+            figures[backend] = dict(bulk=bulk)
+            continue
+        med = medians(rows)
         med["ratio_wall"] = med["seed_wall"] / med["module_wall"]
         med["ratio_own"] = med["seed_loop"] / med["module_own"]
-        figures[backend] = dict(median=med, reps=rows, runs=args.runs, concurrency=args.concurrency)
+        figures[backend] = dict(median=med, reps=rows, runs=args.runs, concurrency=args.concurrency, bulk=bulk)
         print("%s median of %d: runs_cleanup %.1fs wall / %.1fs module; seed %.1fs wall / %.1fs loop; "
               "speed-up %.1fx (wall) %.1fx (module vs loop)"
               % (backend, len(rows), med["module_wall"], med["module_own"], med["seed_wall"], med["seed_loop"],
                  med["ratio_wall"], med["ratio_own"]), flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(figures, handle, indent=2)
-    print(json.dumps(figures, sort_keys=True))
+    write_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,13 @@ command -v zstd >/dev/null || missing+=(zstd)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v openssl >/dev/null || missing+=(openssl)
+# MySQL/MariaDB stores: the dump and client tools, and the throwaway server of the tests.
+command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+# The fleet tests: one sshd per simulated host, an unprivileged user with sudo, the report's screenshot test.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v sudo >/dev/null || missing+=(sudo)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${missing[*]}"

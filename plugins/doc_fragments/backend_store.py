@@ -16,7 +16,11 @@ options:
     description:
       - The tracking server's backend store, as given to C(mlflow server --backend-store-uri).
       - C(sqlite:////absolute/path/mlflow.db), C(postgresql://user:password@host:5432/mlflow),
-        C(postgresql+psycopg2://...) and C(postgresql+psycopg://...) are accepted.
+        C(postgresql+psycopg2://...) and C(postgresql+psycopg://...) are accepted, and for MySQL and MariaDB
+        C(mysql://user:password@host:3306/mlflow), C(mysql+pymysql://...) and C(mysql+mysqldb://...) (query
+        parameters C(unix_socket), C(charset), C(ssl_ca), C(ssl_cert), C(ssl_key), C(ssl_verify_cert),
+        C(ssl_verify_identity), C(ssl_disabled), C(ssl_mode)); the modules talk to MySQL through PyMySQL.
+      - Microsoft SQL Server (C(mssql://)) stores are not supported; every module says so and changes nothing.
       - The password may be written percent-encoded in the user information (C(user:p%23ss@host)) or as a
         C(?password=) query parameter; in every form it is never shown in results, logs, messages or
         process arguments.
@@ -25,13 +29,14 @@ options:
     type: str
   db_password:
     description:
-      - PostgreSQL password; overrides one given inside O(backend_store_uri).
-      - Handed to PostgreSQL tools through a temporary 0600 C(PGPASSFILE), never on the command line.
+      - PostgreSQL or MySQL password; overrides one given inside O(backend_store_uri).
+      - Handed to PostgreSQL tools through a temporary 0600 C(PGPASSFILE), and to the MySQL client tools through a
+        temporary 0600 option file (C(--defaults-extra-file)), never on the command line or in their environment.
       - If not set, the value of the E(PGPASSWORD) environment variable is used.
     type: str
   db_connect_timeout:
     description:
-      - Seconds to wait for a PostgreSQL connection (C(0) waits as long as libpq does).
+      - Seconds to wait for a PostgreSQL or MySQL connection (C(0) waits as long as libpq does).
       - Formerly called C(connect_timeout).
     type: int
     default: 10

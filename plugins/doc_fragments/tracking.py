@@ -61,7 +61,8 @@ options:
       - The MLflow workspace to act in, sent as the C(X-MLFLOW-WORKSPACE) header on every request, for servers
         started with C(--enable-workspaces). Unset means the server's default workspace (no header).
       - Most modules take one workspace. M(mlflowops.maintenance.traces_cleanup),
-        M(mlflowops.maintenance.logged_models_cleanup) and M(mlflowops.maintenance.gc) also take a list, or V(all)
+        M(mlflowops.maintenance.logged_models_cleanup), M(mlflowops.maintenance.runs_cleanup) (with C(method=rest)),
+        M(mlflowops.maintenance.artifacts_audit) and M(mlflowops.maintenance.gc) also take a list, or V(all)
         for every workspace; on a server (or store) without workspaces they fail before any change.
       - Falls back to the E(MLFLOW_WORKSPACE) environment variable.
     type: list

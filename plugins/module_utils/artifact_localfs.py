@@ -18,7 +18,6 @@ import json
 import os
 import stat
 import threading
-import time
 import uuid
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
@@ -266,11 +265,6 @@ def sha256_fileobj(handle):
     return digest.hexdigest()
 
 
-def sha256_file(path):
-    with open(path, "rb") as handle:
-        return sha256_fileobj(handle)
-
-
 def is_our_manifest(path):
     """Whether ``path`` is a manifest or store marker this collection wrote (not a user file of that name)."""
     try:
@@ -282,158 +276,3 @@ def is_our_manifest(path):
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and data.get("tool") == names.TOOL
-
-
-def is_managed(root):
-    """A directory this collection writes: it has our store marker, or (older versions) our manifest."""
-    return any(is_our_manifest(os.path.join(root, name)) for name in (names.MARKER_NAME, names.MANIFEST_NAME))
-
-
-class LocalStore(object):
-    """A local tree. ``managed``: a directory the collection writes (reserved names escaped, own files skipped);
-    None detects it from the store marker. ``symlinks``: the policy for links met while listing a source
-    (``skip``, ``follow_within``, ``follow``). ``role="dest"`` lists links as entries of size -1 so that they
-    are replaced, never written through."""
-
-    kind = "local"
-
-    def __init__(self, root, symlinks="skip", managed=None, role="src"):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        self.symlinks = symlinks
-        self.role = role
-        self._managed = managed
-        self.skipped_symlinks = Capped()
-        self.skipped_reserved = Capped()
-        self.stale_temps = Capped()
-        self.stale_temp_parts = []
-
-    def __str__(self):
-        return self.root
-
-    @property
-    def managed(self):
-        if self._managed is None:
-            self._managed = is_managed(self.root) if self.exists() else False
-        return self._managed
-
-    def exists(self):
-        return os.path.isdir(self.root)
-
-    def parts(self, key):
-        return names.disk_parts(key, self.managed)
-
-    def path(self, key):
-        return os.path.join(self.root, *self.parts(key))
-
-    def ref(self, entry):
-        return entry.ref or self.path(entry.key)
-
-    def open_read(self, entry):
-        if entry.ref:
-            return open(entry.ref, "rb")
-        return open_read(self.root, self.parts(entry.key))
-
-    def sha256(self, entry):
-        with self.open_read(entry) as handle:
-            return sha256_fileobj(handle)
-
-    def list(self):
-        """Every regular file below the root, in key byte order (the order S3 lists in).
-
-        Children are sorted by key name, with '/' appended to directory names: a depth-first walk in that
-        order yields keys in the byte order of the whole key.
-        """
-        if not self.exists():
-            return
-        real_root = os.path.realpath(self.root)
-        yield from self._walk(self.root, "", real_root, {self._dir_id(self.root)}, False)
-
-    @staticmethod
-    def _dir_id(path):
-        info = os.stat(path)
-        return (info.st_dev, info.st_ino)
-
-    def _walk(self, directory, rel, real_root, ancestors, via_link):
-        for _sort, path, key, kind, info in self._children(directory, rel, real_root, ancestors):
-            if kind in ("dir", "linkdir"):
-                yield from self._walk(path, key, real_root, ancestors | {(info.st_dev, info.st_ino)},
-                                      via_link or kind == "linkdir")
-            else:
-                yield Entry(key, info.st_size, info.st_mtime, ref=path if (via_link or kind == "followed") else None)
-
-    def _skip_link(self, key, path, reason):
-        try:
-            target = os.readlink(path)
-        except OSError:
-            target = None
-        self.skipped_symlinks.add(dict(path=key, target=target, reason=reason))
-
-    def _children(self, directory, rel, real_root, ancestors):
-        items = []
-        try:
-            scanner = os.scandir(directory)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                return items
-            raise
-        managed = self.managed
-        now = time.time()
-        with scanner:
-            for dirent in scanner:
-                name = dirent.name
-                if managed:
-                    kind, key_name = names.classify_disk_name(name, not rel)
-                    if kind == "own":
-                        if key_name == "temp" and self.role == "dest" and fsutil.is_stale(dirent.path, names.TEMP_GRACE_SECONDS, now):
-                            shown = rel + "/" + name if rel else name
-                            self.stale_temps.add(shown)
-                            self.stale_temp_parts.append((directory, name))
-                        continue
-                    if kind == "foreign":
-                        self.skipped_reserved.add(rel + "/" + name if rel else name)
-                        continue
-                else:
-                    key_name = name
-                key = rel + "/" + key_name if rel else key_name
-                if dirent.is_symlink():
-                    entry = self._symlink_child(dirent, key, key_name, real_root, ancestors)
-                    if entry is not None:
-                        items.append(entry)
-                    continue
-                if dirent.is_dir(follow_symlinks=False):
-                    items.append((sort_key(key_name + "/"), dirent.path, key, "dir", dirent.stat(follow_symlinks=False)))
-                elif dirent.is_file(follow_symlinks=False):
-                    items.append((sort_key(key_name), dirent.path, key, "file", dirent.stat(follow_symlinks=False)))
-        items.sort(key=lambda item: item[0])
-        return items
-
-    def _symlink_child(self, dirent, key, key_name, real_root, ancestors):
-        info = dirent.stat(follow_symlinks=False)
-        if self.role == "dest":
-            # Listed so that it is replaced by a real file (or reported as extraneous), never written through.
-            return (sort_key(key_name), dirent.path, key, "file", _LinkInfo(info))
-        try:
-            target_info = os.stat(dirent.path)
-            dangling = False
-        except OSError:
-            target_info, dangling = None, True
-        is_dir = target_info is not None and stat.S_ISDIR(target_info.st_mode)
-        cycle = is_dir and (target_info.st_dev, target_info.st_ino) in ancestors
-        target_real = None if dangling else os.path.realpath(dirent.path)
-        follow, reason = names.symlink_decision(self.symlinks, target_real, real_root, dangling, cycle)
-        if follow and not is_dir and not stat.S_ISREG(target_info.st_mode):
-            follow, reason = False, "not a regular file"
-        if not follow:
-            self._skip_link(key, dirent.path, reason)
-            return None
-        if is_dir:
-            return (sort_key(key_name + "/"), target_real, key, "linkdir", target_info)
-        return (sort_key(key_name), target_real, key, "followed", target_info)
-
-
-class _LinkInfo(object):
-    """stat-like values for a symlink listed in a destination: size -1 (never equal to a source file)."""
-
-    def __init__(self, info):
-        self.st_size = -1
-        self.st_mtime = info.st_mtime

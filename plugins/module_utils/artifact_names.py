@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import re
 import threading
 
@@ -31,10 +32,27 @@ TOOL = "mlflowops.maintenance.artifacts_backup"
 # Our temporary files: the current form, and the one earlier versions used (<name>.<8 hex>).
 OWN_TEMP = re.compile(r"^\.mlflowops-tmp-(?:[0-9a-f]{32}|.*\.[0-9a-f]{8})$", re.S)
 TEMP_GRACE_SECONDS = 3600
+SNAPSHOT_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 SNAPSHOT_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 SYMLINK_POLICIES = ("skip", "follow_within", "follow")
 MAX_CONSECUTIVE_FAILURES = 5
-RETENTION_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+
+
+def snapshot_name(now=None, existing=()):
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    base = now.strftime(SNAPSHOT_TIME_FORMAT)
+    name, index = base, 1
+    while name in existing:
+        index += 1
+        name = "%s-%d" % (base, index)
+    return name
+
+
+def snapshot_time(name):
+    match = SNAPSHOT_NAME.match(name)
+    if not match:
+        return None
+    return datetime.datetime.strptime(match.group(1), SNAPSHOT_TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
 
 
 def escape_name(name):
@@ -112,9 +130,6 @@ def validate_params(params):
 
     concurrency = params.get("concurrency")
     need(concurrency is not None and 1 <= concurrency <= 1024, "concurrency must be between 1 and 1024, got %r" % concurrency)
-    for key in RETENTION_KEYS:
-        value = params.get(key)
-        need(value is None or value >= 0, "%s must be 0 or more, got %r" % (key, value))
     deadline = params.get("deadline")
     need(deadline is None or deadline >= 0, "deadline must be 0 (none) or more seconds, got %r" % deadline)
     threshold = params.get("copy_multipart_threshold_mb")

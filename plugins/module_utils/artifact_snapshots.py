@@ -14,31 +14,29 @@ import os
 import shutil
 import threading
 
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import DeadlineExceeded, MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_localfs as localfs
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_localfs import Entry, LocalStore, sort_key
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_localfs import Entry, sort_key
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_names import (
     MANIFEST_NAME,
     PARTIAL_PREFIX,
     SNAPSHOT_NAME,
     TEMP_GRACE_SECONDS,
-)
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_sync import (
-    EndpointDown,
-    Result,
-    S3Store,
-    _stopped,
-    complete_manifest,
-    manifest_document,
-    parallel_map,
-    prefetch,
-    read_manifest,
     snapshot_name,
     snapshot_time,
+)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_stores import LocalStore, S3Store
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_sync import (
+    Result,
+    complete_manifest,
+    manifest_document,
+    read_manifest,
+    stopping_with_progress,
     sync,
     write_json_atomic,
 )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_transfer import parallel_map, prefetch
 
 
 def local_snapshots(root):
@@ -143,9 +141,9 @@ def local_snapshot(src, dest_root, transfer, policy, compare="auto", check_mode=
                             link_from=prev_store, result=result, deadline=deadline)
         source_keys = set(row[0] for row in rows)
         removed_since = previous is not None and any(key not in source_keys for key in prev_manifest)
-        unchanged = previous is not None and result.copied == 0 and not removed_since and not result.error_count
+        unchanged = previous is not None and result.copied == 0 and not removed_since and not result.failures.count
         created = None
-        if result.error_count:
+        if result.failures.count:
             if not check_mode:
                 _remove_tree_at(dest_root, partial_name)
             return result, dict(snapshot=None, previous=previous, created=False)
@@ -219,7 +217,7 @@ def s3_snapshot(src, repo, transfer, policy, check_mode=False, concurrency=16, s
                 raise
         return blob, present, sha
 
-    try:
+    with stopping_with_progress(result, transfer):
         for entry, outcome, error in parallel_map(work, prefetch(src.list(), deadline=deadline), concurrency, deadline,
                                                   should_stop=lambda: transfer.breaker.tripped):
             if error is not None:
@@ -229,21 +227,12 @@ def s3_snapshot(src, repo, transfer, policy, check_mode=False, concurrency=16, s
             files[entry.key] = dict(size=entry.size, mtime=int(entry.mtime) if entry.mtime else None, blob=blob,
                                     etag=entry.etag, sha256=sha)
             if present:
-                result.skipped += 1
+                result.unchanged += 1
             else:
                 result.copied += 1
-                result.bytes_copied += entry.size
+                result.copied_bytes += entry.size
                 result.note(result.copied_keys, entry.key)
-        if transfer.breaker.tripped:
-            raise EndpointDown("stopped after %d consecutive S3 transport failures (last: %s)"
-                               % (transfer.breaker.limit, transfer.breaker.last_error))
-    except (DeadlineExceeded, EndpointDown) as exc:
-        raise _stopped(exc, result)
-    except MaintenanceError:
-        raise
-    except Exception as exc:  # pylint: disable=broad-except
-        raise _stopped(exc, result)
-    if result.error_count:
+    if result.failures.count:
         return result, dict(snapshot=None, previous=previous, created=False)
     same_as_previous = previous is not None and \
         dict((k, v["blob"]) for k, v in files.items()) == dict((k, v.get("blob")) for k, v in prev_files.items())

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlflowops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Backup directory layout, manifests, streaming compression, atomic writes and listing.
+"""Backup directory layout, names, manifests, store identities, checksums, listing and the directory lock.
+
+Compression streams: :mod:`compression`; files, modes and atomic writes: :mod:`fsutil`.
 
 A backup is one entry in the destination directory, a file or (for pg_dump's directory format) a
 directory, named ``<prefix>-<engine>-<UTC time>.<ext>``, plus ``<entry>.manifest.json`` written
@@ -13,28 +15,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
 import datetime
 import errno
-import gzip
 import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-
-try:
-    import zstandard
-    HAS_ZSTANDARD = True
-except ImportError:
-    zstandard = None
-    HAS_ZSTANDARD = False
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, parse_duration
 
 try:
     import fcntl
@@ -44,11 +35,9 @@ except ImportError:  # pragma: no cover - not POSIX
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
 MANIFEST_VERSION = 1
-CHUNK = 1024 * 1024
-COMPRESSION_EXT = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 REQUIRED_MANIFEST_KEYS = ("format_version", "file", "engine", "format", "compression", "size_bytes", "sha256",
                           "created_at")
-_NAME_RE = re.compile(r"^(?P<prefix>.+)-(?P<engine>sqlite|postgresql)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.")
+_NAME_RE = re.compile(r"^(?P<prefix>.+)-(?P<engine>sqlite|postgresql|mysql)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.")
 
 
 # ---------------------------------------------------------------- names and times
@@ -77,166 +66,6 @@ def manifest_path_for(entry_path):
     return entry_path + MANIFEST_SUFFIX
 
 
-# ---------------------------------------------------------------- compression
-
-def zstd_cli():
-    return shutil.which("zstd")
-
-
-def resolve_compression(requested):
-    """``auto`` means zstd when the zstandard library or the zstd CLI is present, else gzip."""
-    if requested in (None, "auto"):
-        return "zstd" if (HAS_ZSTANDARD or zstd_cli()) else "gzip"
-    if requested == "zstd" and not (HAS_ZSTANDARD or zstd_cli()):
-        raise MaintenanceError("compression=zstd needs the zstandard Python library or the zstd command; "
-                               "install one, or use compression=gzip")
-    return requested
-
-
-def compression_tool(method):
-    if method == "zstd":
-        if HAS_ZSTANDARD:
-            return "python-zstandard %s" % zstandard.__version__
-        return "zstd-cli"
-    if method == "gzip":
-        return "python-gzip"
-    return None
-
-
-class HashingWriter:
-    """A write-only file wrapper that hashes and counts what passes through it."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data):
-        self.sha256.update(data)
-        self.size += len(data)
-        self.handle.write(data)
-        return len(data)
-
-    def flush(self):
-        self.handle.flush()
-
-
-def compress_stream(source, sink, method, timeout=None, level=None):
-    """Copy readable ``source`` (a file object with ``read``; with ``fileno`` for the zstd CLI) into ``sink``.
-
-    Memory stays bounded: chunks of 1 MiB (the zstd library and the CLI stream too).
-    """
-    if method == "none":
-        shutil.copyfileobj(source, sink, CHUNK)
-    elif method == "gzip":
-        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level or 6, mtime=0) as writer:
-            shutil.copyfileobj(source, writer, CHUNK)
-    elif method == "zstd" and HAS_ZSTANDARD:
-        compressor = zstandard.ZstdCompressor(level=level or 3, threads=-1, write_checksum=True)
-        compressor.copy_stream(source, sink, read_size=CHUNK, write_size=CHUNK)
-    elif method == "zstd":
-        proc = subprocess.Popen([zstd_cli(), "-q", "-c", "-%d" % (level or 3)],  # pylint: disable=consider-using-with
-                                stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _drain(proc, sink, "zstd", timeout)
-    else:
-        raise MaintenanceError("unknown compression %r" % method)
-
-
-def decompress_stream(source, sink, method, timeout=None):
-    """Inverse of :func:`compress_stream`."""
-    if method == "none":
-        shutil.copyfileobj(source, sink, CHUNK)
-    elif method == "gzip":
-        with gzip.GzipFile(fileobj=source, mode="rb") as reader:
-            shutil.copyfileobj(reader, sink, CHUNK)
-    elif method == "zstd" and HAS_ZSTANDARD:
-        zstandard.ZstdDecompressor().copy_stream(source, sink, read_size=CHUNK, write_size=CHUNK)
-    elif method == "zstd":
-        proc = subprocess.Popen([zstd_cli(), "-q", "-d", "-c"],  # pylint: disable=consider-using-with
-                                stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _drain(proc, sink, "zstd -d", timeout)
-    else:
-        raise MaintenanceError("unknown compression %r" % method)
-
-
-def _drain(proc, sink, what, timeout):
-    deadline = time.monotonic() + timeout if timeout else None
-    try:
-        while True:
-            data = proc.stdout.read(CHUNK)
-            if not data:
-                break
-            sink.write(data)
-            if deadline and time.monotonic() > deadline:
-                raise MaintenanceError("%s did not finish within %ss" % (what, timeout))
-        stderr = proc.stderr.read().decode("utf-8", "replace")
-        if proc.wait(timeout=60) != 0:
-            raise MaintenanceError("%s failed with exit status %s: %s" % (what, proc.returncode, stderr.strip()[-500:]))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-# ---------------------------------------------------------------- atomic files (fsutil; names kept for importers)
-
-fsync_dir = fsutil.fsync_dir
-fsync_tree = fsutil.fsync_tree
-atomic_rename = fsutil.atomic_rename
-write_json_atomic = fsutil.write_json_atomic
-remove_path = fsutil.remove_path
-file_sha256 = fsutil.file_sha256
-open_private = fsutil.open_private
-makedirs_private = fsutil.makedirs_private
-
-
-def dir_mode_for(file_mode):
-    """The directory mode that goes with a file mode: each read bit also grants search (0600 -> 0700)."""
-    return file_mode | ((file_mode & 0o444) >> 2) | 0o700
-
-
-def parse_mode(value, option="mode"):
-    """A file mode from an option: None, an int (YAML 0640 arrives as 416) or an octal string (``"0640"``)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise MaintenanceError("%s must be an octal file mode like '0600', not %r" % (option, value))
-    if isinstance(value, int):
-        mode = value
-    else:
-        text = str(value).strip()
-        if not re.match(r"^0?[0-7]{3,4}$", text):
-            raise MaintenanceError("%s must be an octal file mode like '0600', not %r" % (option, value))
-        mode = int(text, 8)
-    if mode < 0 or mode > 0o7777:
-        raise MaintenanceError("%s %r is not a file mode" % (option, value))
-    return mode
-
-
-@contextlib.contextmanager
-def private_umask(mask=0o077):
-    """Files created meanwhile (also by child processes such as pg_dump) are private to the owner."""
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def chmod_tree(path, file_mode, dir_mode):
-    """Give a directory-format backup (pg_dump --format=directory) the backup's modes; never follows links."""
-    for root, dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                os.chmod(full, file_mode)
-        for name in dirs:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                os.chmod(full, dir_mode)
-    os.chmod(path, dir_mode)
-
-
 # ---------------------------------------------------------------- store identity
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
@@ -260,6 +89,10 @@ def store_identity(store, prefix=None):
     """
     if store.is_sqlite:
         location = "sqlite:///%s" % os.path.realpath(store.path)
+    elif getattr(store, "is_mysql", False):
+        # MySQL/MariaDB: host (or the unix socket path), port (3306 when not given) and database.
+        host = (store.socket_host or "localhost").lower()
+        location = "mysql://%s:%d/%s" % (host, int(store.port or 3306), store.database or "")
     else:
         host = (store.socket_host or "localhost").lower()
         location = "postgresql://%s:%d/%s" % (host, int(store.port or 5432), store.database or "")
@@ -340,15 +173,8 @@ def tree_hashes(path):
     for root, _dirs, files in os.walk(path):
         for name in files:
             full = os.path.join(root, name)
-            hashes[os.path.relpath(full, path)] = file_sha256(full)
+            hashes[os.path.relpath(full, path)] = fsutil.file_sha256(full)
     return hashes
-
-
-def entry_sha256(path):
-    """sha256 of a backup file, or the tree digest of a directory backup."""
-    if os.path.isdir(path):
-        return tree_digest(tree_hashes(path))
-    return file_sha256(path)
 
 
 def verify_checksum(entry_path, manifest):
@@ -368,7 +194,7 @@ def verify_checksum(entry_path, manifest):
                     entry_path, os.path.join(entry_path, rel)))
         actual = tree_digest(hashes)
     else:
-        actual = file_sha256(entry_path)
+        actual = fsutil.file_sha256(entry_path)
     if actual != manifest.get("sha256"):
         raise MaintenanceError("backup %s is corrupt: sha256 %s, its manifest says %s" % (
             entry_path, actual, manifest.get("sha256")))
@@ -550,3 +376,20 @@ def os_error_message(exc, what):
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "%s: permission denied (%s)" % (what, getattr(exc, "filename", None) or exc)
     return "%s: %s" % (what, exc)
+
+
+# ---------------------------------------------------------------- options and checks db_backup and db_restore share
+
+def check_jobs(jobs):
+    """``jobs`` as an int; at least 1."""
+    if int(jobs) < 1:
+        raise MaintenanceError("jobs must be at least 1")
+    return int(jobs)
+
+
+def grace_seconds(text):
+    """The ``incomplete_grace`` option (``90s``, ``1h``, ...) in seconds."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise MaintenanceError("incomplete_grace: %s" % exc)

@@ -7,9 +7,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import functools
+import os
 import random
 import re
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -26,31 +28,6 @@ class MaintenanceError(Exception):
 def backoff_delays(retries, delay, max_delay, rng=random.random):
     """Full-jitter exponential backoff: the sleeps before each retry."""
     return [rng() * min(max_delay, delay * (2 ** attempt)) for attempt in range(retries)]
-
-
-def jittered_backoff(retries=3, delay=0.5, max_delay=8.0, should_retry=None):
-    """Decorator: retry the call when ``should_retry(exc)`` is true, sleeping with full jitter.
-
-    ``retries`` may also be given per call through a ``retries`` attribute of the first
-    argument (the client instance), so one decorated method serves callers that want no retry.
-    """
-
-    def decorator(func):
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            attempts = getattr(args[0], "retries", retries) if args else retries
-            for sleep_for in backoff_delays(attempts, delay, max_delay) + [None]:
-                try:
-                    return func(*args, **kwargs)
-                except Exception as exc:  # pylint: disable=broad-except
-                    if sleep_for is None or should_retry is None or not should_retry(exc):
-                        raise
-                    time.sleep(sleep_for)
-            raise AssertionError("unreachable")
-
-        return wrapper
-
-    return decorator
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -157,3 +134,98 @@ class Deadline:
             raise DeadlineExceeded(
                 "%s stopped at its deadline of %ss; a rerun continues where it stopped" % (what, int(self.seconds)),
                 **details)
+
+
+class Failures:
+    """The result-key contract for failures: a capped list of ``{id, msg}`` (``kind`` optional) plus the count.
+
+    ``as_result()`` gives ``failures``, ``failure_count`` and ``failures_truncated``. Thread-safe enough for
+    worker threads (list appends and an int increment under the GIL are serialised by a lock here).
+    """
+
+    def __init__(self, limit=100, msg_limit=500):
+        self.items = []
+        self.count = 0
+        self.limit = limit
+        self.msg_limit = msg_limit
+        self._lock = threading.Lock()
+
+    def add(self, ident, msg, kind=None):
+        item = dict(id=str(ident), msg=str(msg)[:self.msg_limit])
+        if kind:
+            item["kind"] = kind
+        with self._lock:
+            self.count += 1
+            if len(self.items) < self.limit:
+                self.items.append(item)
+
+    @property
+    def truncated(self):
+        return self.count > len(self.items)
+
+    def first(self):
+        """One line about the first failure, for a ``msg``."""
+        return "%s: %s" % (self.items[0]["id"], self.items[0]["msg"]) if self.items else ""
+
+    def as_result(self):
+        return dict(failures=list(self.items), failure_count=self.count, failures_truncated=self.truncated)
+
+
+def run_bounded(func, seconds, name="mlflowops-request"):
+    """``func()`` in a daemon thread, waited for at most ``seconds``; ``(finished, result, error)``.
+
+    With ``seconds`` None, calls ``func`` directly. An unfinished call is abandoned: its thread ends with
+    the process, and its socket with it.
+    """
+    if seconds is None:
+        try:
+            return True, func(), None
+        except Exception as exc:  # pylint: disable=broad-except
+            return True, None, exc
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = func()
+        except BaseException as exc:  # pylint: disable=broad-except
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=name)
+    worker.daemon = True
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if worker.is_alive():
+        return False, None, None
+    return True, outcome.get("result"), outcome.get("error")
+
+
+def _exit_now():
+    """Leave the process once the result is printed, without waiting for threads stuck in a network call."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(1)  # pylint: disable=protected-access
+
+
+def run_with_deadline(func, deadline, progress=None, hard_exit=False, what="the task", describe=None):
+    """Run ``func()`` and return its value; raise DeadlineExceeded if it has not ended by ``deadline``.
+
+    The code inside checks the deadline itself and stops cleanly with its progress; this is the backstop for a
+    call stuck in the network (a server trickling bytes never trips a per-read timeout). ``progress()`` gives the
+    partial result for the error and ``describe(details)`` its words. With ``hard_exit``, a job thread still stuck
+    at interpreter exit does not hold the process (it exits once the module's result is printed).
+    """
+    if deadline is None or deadline.seconds is None:
+        return func()
+    finished, value, error = run_bounded(func, deadline.remaining() + 1.0, name="mlflowops-job")
+    if not finished:
+        if hard_exit and hasattr(threading, "_register_atexit"):
+            threading._register_atexit(_exit_now)  # pylint: disable=protected-access
+        details = progress() if progress is not None else {}
+        done = describe(details) if describe is not None else "what was done before it is kept"
+        raise DeadlineExceeded("%s stopped at its deadline of %ss; %s; a rerun continues where it stopped"
+                               % (what, int(deadline.seconds), done), **details)
+    if error is not None:
+        raise error
+    return value

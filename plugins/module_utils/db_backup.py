@@ -1,9 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: mlflowops maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Backend-store backup and restore: the steps behind db_backup and db_restore.
+"""Backend-store backup: the steps behind db_backup (db_restore's are in ``db_restore``).
 
-I/O happens here; decisions (retention, listing status) live in ``retention`` and ``backups``.
+I/O happens here; decisions (retention, listing status) live in ``retention`` and ``backups``; the check of a
+new backup (``verify``) in ``db_verify``.
 Check mode runs the same code up to the first write and reports what would be written and pruned.
 """
 
@@ -15,10 +16,15 @@ import os
 import sqlite3
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import compression as compress
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_tools
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import mysql_tools as myt
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_snapshot
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_tools as pgt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_verify import stale_verify_temps, verify_new
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import apply_retention
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import pgpass_file
 
@@ -38,12 +44,11 @@ class BackupOptions:
         if db_connect_timeout is not None:
             connect_timeout = db_connect_timeout
         prefix = backups.validate_prefix(prefix)
-        if int(jobs) < 1:
-            raise MaintenanceError("jobs must be at least 1")
-        self.file_mode = backups.parse_mode(mode)
+        backups.check_jobs(jobs)
+        self.file_mode = fsutil.parse_mode(mode)
         if self.file_mode is None:
             self.file_mode = fsutil.FILE_MODE
-        self.dir_mode = backups.dir_mode_for(self.file_mode)
+        self.dir_mode = fsutil.dir_mode_for(self.file_mode)
         self.dest = os.path.abspath(dest)
         self.fmt = fmt
         self.jobs = jobs
@@ -82,7 +87,7 @@ def _prepare_dest(dest, check_mode, dir_mode=fsutil.DIR_MODE):
         if check_mode:
             return
         try:
-            backups.makedirs_private(dest, dir_mode)
+            fsutil.makedirs_private(dest, dir_mode)
         except OSError as exc:
             raise MaintenanceError(backups.os_error_message(exc, "cannot create dest %s" % dest))
     if not check_mode and not os.access(dest, os.W_OK | os.X_OK):
@@ -91,10 +96,10 @@ def _prepare_dest(dest, check_mode, dir_mode=fsutil.DIR_MODE):
 
 def _extension(engine, fmt, external):
     if engine == "sqlite":
-        return "db" + backups.COMPRESSION_EXT[external]
+        return "db" + compress.COMPRESSION_EXT[external]
     if fmt == "directory":
         return "dir"
-    return ("dump" if fmt == "custom" else "sql") + backups.COMPRESSION_EXT[external]
+    return ("dump" if fmt == "custom" else "sql") + compress.COMPRESSION_EXT[external]
 
 
 def run_backup(store, opts, check_mode=False, warn=None):
@@ -102,7 +107,7 @@ def run_backup(store, opts, check_mode=False, warn=None):
     warn = warn or (lambda msg: None)
     started = backups.utc_now()
     watch = Stopwatch()
-    compression = backups.resolve_compression(opts.compression)
+    compression = compress.resolve_compression(opts.compression)
     identity = backups.store_identity(store, opts.prefix)
     if store.is_sqlite:
         sqlite_store.check_source(store.path)
@@ -113,7 +118,11 @@ def run_backup(store, opts, check_mode=False, warn=None):
     _prepare_dest(opts.dest, check_mode, opts.dir_mode)
     fmt = "sqlite" if store.is_sqlite else opts.fmt
     pg_dump = major = None
-    if store.is_postgresql:
+    if store.is_mysql:
+        # MySQL/MariaDB: always one plain SQL dump (``format`` and ``jobs`` do not apply); pg_dump is the dump tool
+        fmt = "plain"
+        pg_dump = myt.find_tool(myt.DUMP_TOOLS, "the MySQL dump tool")
+    elif store.is_postgresql:
         pg_dump = pgt.require_tool("pg_dump")
         major = pgt.tool_major(pg_dump)
         if fmt == "directory" and compression == "zstd" and (major or 0) < 16:
@@ -127,13 +136,18 @@ def run_backup(store, opts, check_mode=False, warn=None):
         if store.is_sqlite:
             fingerprint = sqlite_store.fingerprint(store.path)
         else:
-            snap = pgt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout)
+            if store.is_mysql:
+                snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout)
+            else:  # the newest backup's fingerprint lets an unchanged store be told in O(1) (postgres_snapshot doc)
+                previous = None if opts.force or not newest else newest["manifest"].get("fingerprint")
+                snap = postgres_snapshot.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout, previous=previous)
             fingerprint = snap.fingerprint
         try:
-            if snap is not None and (snap.schema_revision is None or "runs" not in (snap.row_counts or {})):
-                raise MaintenanceError("PostgreSQL database %s is not an MLflow store (%s); refusing to back it up "
+            tables = snap.tables if store.is_mysql else snap.table_names if snap is not None else None
+            if snap is not None and (snap.schema_revision is None or "runs" not in tables):
+                raise MaintenanceError("%s database %s is not an MLflow store (%s); refusing to back it up "
                                        "(check backend_store_uri)" % (
-                                           store.redacted(), "no MLflow schema revision in alembic_version"
+                                           "MySQL" if store.is_mysql else "PostgreSQL", store.redacted(), "no MLflow schema revision in alembic_version"
                                            if snap.schema_revision is None else "no runs table"))
             result = dict(created=False, unchanged=False, verified=None, backup=None)
             manifest = newest["manifest"] if newest else {}
@@ -152,7 +166,7 @@ def run_backup(store, opts, check_mode=False, warn=None):
                                   newest["name"], fingerprint["method"]))
                 new_entry = None
             else:
-                external = compression if store.is_sqlite else pgt.dump_argv(
+                external = compression if (store.is_sqlite or store.is_mysql) else pgt.dump_argv(
                     pg_dump, fmt, opts.jobs, compression, None, 1, major=major)[1]
                 name = backups.backup_name(opts.prefix, store.engine, started, _extension(store.engine, fmt, external))
                 path = os.path.join(opts.dest, name)
@@ -207,17 +221,19 @@ def split_by_identity(items, identity):
 
 
 def _tools(store, pg_dump, compression):
-    tools = dict(python=backups.python_version(), compressor=backups.compression_tool(compression))
+    tools = dict(python=backups.python_version(), compressor=compress.compression_tool(compression))
     if store.is_sqlite:
         tools["sqlite"] = sqlite3.sqlite_version
+    elif store.is_mysql:
+        tools["dump"] = db_tools.tool_version(pg_dump)
     else:
-        tools["pg_dump"] = pgt.tool_version(pg_dump)
+        tools["pg_dump"] = db_tools.tool_version(pg_dump)
     return tools
 
 
 def _write_backup(store, opts, path, fmt, compression, external, started, fingerprint, snap, pg_dump, watch,
                   identity):
-    with backups.private_umask():
+    with fsutil.private_umask():
         return _write_backup_private(store, opts, path, fmt, compression, external, started, fingerprint, snap,
                                      pg_dump, watch, identity)
 
@@ -234,21 +250,41 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
                     store=identity)
     try:
         if store.is_sqlite:
-            backups.open_private(raw, opts.file_mode).close()
-            manifest["schema_revision"] = sqlite_store.snapshot(store.path, raw, busy_timeout=opts.lock_wait_timeout)
-            if external == "none":
+            # file copy under a read transaction (hashed in the same pass), else the backup API: sqlite_store's doc
+            with fsutil.open_private(raw, opts.file_mode) as out:
+                copied = sqlite_store.copy_snapshot(store.path, out, busy_timeout=opts.lock_wait_timeout)
+                if copied["method"] == "file-copy":
+                    os.fsync(out.fileno())
+            manifest["snapshot_method"] = copied["method"]
+            if copied["method"] == "file-copy":
+                manifest["schema_revision"] = copied["schema_revision"]
+            else:
+                manifest["snapshot_fallback_reason"] = copied["reason"]
+                manifest["schema_revision"] = sqlite_store.snapshot(store.path, raw, busy_timeout=opts.lock_wait_timeout)
+            if external == "none" and copied["method"] == "file-copy":
+                os.rename(raw, partial)
+                sha256, size = copied["sha256"], copied["size_bytes"]
+            elif external == "none":
                 with open(raw, "rb") as handle:
                     os.fsync(handle.fileno())
                 os.rename(raw, partial)
-                sha256, size = backups.file_sha256(partial), os.path.getsize(partial)
+                sha256, size = fsutil.file_sha256(partial), os.path.getsize(partial)
             else:
-                with open(raw, "rb") as source, backups.open_private(partial, opts.file_mode) as out:
-                    sink = backups.HashingWriter(out)
-                    backups.compress_stream(source, sink, external, timeout=opts.timeout)
+                with open(raw, "rb") as source, fsutil.open_private(partial, opts.file_mode) as out:
+                    sink = compress.HashingWriter(out)
+                    compress.compress_stream(source, sink, external, timeout=opts.timeout)
                     out.flush()
                     os.fsync(out.fileno())
                 os.unlink(raw)
                 sha256, size = sink.sha256.hexdigest(), sink.size
+            files = None
+        elif store.is_mysql:
+            manifest.update(schema_revision=snap.schema_revision, tables=snap.tables, database=store.database,
+                            server_version=snap.server_version)
+            with myt.option_file(store) as defaults_file:
+                argv = myt.dump_argv(pg_dump, defaults_file, store.database,
+                                     oracle=myt.is_oracle_mysqldump(manifest["tools"].get("dump")))
+                sha256, size = myt.dump_to(store, argv, partial, external, opts.timeout, opts.file_mode)
             files = None
         else:
             manifest.update(schema_revision=snap.schema_revision, row_counts=snap.row_counts,
@@ -262,18 +298,18 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
                 sha256, size, files = pgt.dump_to(store, env, argv, external, partial, opts.timeout,
                                                   directory=(fmt == "directory"))
             if fmt == "directory":
-                backups.chmod_tree(partial, opts.file_mode, opts.dir_mode)
+                fsutil.chmod_tree(partial, opts.file_mode, opts.dir_mode)
             else:
                 os.chmod(partial, opts.file_mode)
-        backups.atomic_rename(partial, path)
+        fsutil.atomic_rename(partial, path)
         scratch.append(path)
         manifest.update(size_bytes=size, sha256=sha256)
         if files is not None:
             manifest["files"] = files
-        manifest["verified"] = _verify_new(store, opts, path, manifest)
+        manifest["verified"] = verify_new(store, opts, path, manifest)
         manifest["duration_s"] = watch.elapsed()
         manifest["completed_at"] = backups.iso(backups.utc_now())
-        backups.write_json_atomic(backups.manifest_path_for(path), manifest, mode=opts.file_mode)
+        fsutil.write_json_atomic(backups.manifest_path_for(path), manifest, mode=opts.file_mode)
         scratch.remove(path)
         return manifest
     except OSError as exc:
@@ -282,61 +318,9 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
         for leftover in [partial, raw, raw + "-journal", raw + "-wal", raw + "-shm",
                          backups.manifest_path_for(path) + backups.PARTIAL_SUFFIX] + scratch:
             try:
-                backups.remove_path(leftover)
+                fsutil.remove_path(leftover)
             except OSError:
                 pass
-
-
-def _verify_new(store, opts, path, manifest):
-    if opts.verify == "none":
-        return None
-    backups.verify_checksum(path, manifest)
-    if opts.verify == "checksum":
-        return "checksum"
-    if store.is_sqlite:
-        manifest["row_counts"] = _sqlite_restore_check(path, manifest, os.path.dirname(path))
-    else:
-        _postgres_restore_check(store, opts, path, manifest)
-    return "restore"
-
-
-VERIFY_TEMP_PREFIX = ".verify-"
-
-
-def _sqlite_restore_check(path, manifest, scratch_dir):
-    """Decompress into a temporary file, run integrity_check, count rows; the temp file is removed."""
-    if manifest.get("compression", "none") == "none":
-        sqlite_store.integrity_check(path)
-        return sqlite_store.row_counts(path)
-    temp = os.path.join(scratch_dir, "%s%s%s" % (VERIFY_TEMP_PREFIX, os.path.basename(path), backups.PARTIAL_SUFFIX))
-    try:
-        backups.remove_path(temp)
-        with open(path, "rb") as source, backups.open_private(temp) as out:
-            backups.decompress_stream(source, out, manifest["compression"])
-        sqlite_store.integrity_check(temp)
-        return sqlite_store.row_counts(temp)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-
-
-def _postgres_restore_check(store, opts, path, manifest):
-    scratch = pgt.scratch_name(store.database)
-    pgt.create_database(store, opts.connect_timeout, scratch)
-    try:
-        with pgpass_file(store) as pgpass:
-            env = pgt.child_env(store, pgpass, database=scratch, connect_timeout=opts.connect_timeout)
-            pgt.restore_from(store, env, manifest, path, scratch, opts.jobs, opts.timeout, clean=False,
-                             scratch_dir=os.path.dirname(path))
-        counts = pgt.database_counts(store, opts.connect_timeout, scratch)
-    finally:
-        pgt.drop_database(store, opts.connect_timeout, scratch)
-    expected = manifest.get("row_counts") or {}
-    diff = dict((t, (expected.get(t), counts.get(t))) for t in set(expected) | set(counts)
-                if expected.get(t) != counts.get(t))
-    if diff:
-        raise MaintenanceError("verify restore of %s: row counts differ from the source as of the dump: %s" % (
-            path, ", ".join("%s %s != %s" % (t, a, b) for t, (a, b) in sorted(diff.items())[:5])))
 
 
 def _prune(items, new_entry, opts, check_mode):
@@ -360,31 +344,12 @@ def _prune(items, new_entry, opts, check_mode):
     if not check_mode:
         for entry in pruned:
             # manifest first: a crash in between leaves an incomplete entry, never a false complete one
-            backups.remove_path(backups.manifest_path_for(entry["path"]))
-            backups.remove_path(entry["path"])
+            fsutil.remove_path(backups.manifest_path_for(entry["path"]))
+            fsutil.remove_path(entry["path"])
         for item in stale:
-            backups.remove_path(item["path"])
+            fsutil.remove_path(item["path"])
             if item["manifest_path"]:
-                backups.remove_path(item["manifest_path"])
+                fsutil.remove_path(item["manifest_path"])
         if pruned or removed_incomplete:
-            backups.fsync_dir(opts.dest)
+            fsutil.fsync_dir(opts.dest)
     return dict(pruned=pruned, kept=kept, removed_incomplete=removed_incomplete)
-
-
-def stale_verify_temps(directory, prefix, grace_seconds, now=None):
-    """Hidden ``.verify-<our backup>.partial`` files (a killed verify=restore) older than the grace period."""
-    stale = []
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return stale
-    for name in names:
-        if not (name.startswith(VERIFY_TEMP_PREFIX) and name.endswith(backups.PARTIAL_SUFFIX)):
-            continue
-        if backups.name_prefix(name[len(VERIFY_TEMP_PREFIX):]) != prefix:
-            continue
-        path = os.path.join(directory, name)
-        if fsutil.is_stale(path, grace_seconds, now=now):
-            stale.append(dict(name=name, path=path, manifest_path=None, status="incomplete",
-                              reason="verification temp file of a killed run"))
-    return stale

@@ -20,7 +20,10 @@ import pwd
 import stat as _stat
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import compression as compress
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_verify
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import mysql_tools as myt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_tools as pgt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
@@ -33,26 +36,21 @@ RESTORE_TEMP_MARK = ".restore-"
 
 def resolve_owner(owner=None, group=None):
     """``(uid, gid)`` for the ``owner`` and ``group`` options (names or numeric ids; None when unset)."""
-    uid = gid = None
-    if owner not in (None, ""):
-        text = str(owner)
-        if text.isdigit():
-            uid = int(text)
-        else:
-            try:
-                uid = pwd.getpwnam(text).pw_uid
-            except KeyError:
-                raise MaintenanceError("owner %r is not a user on this host" % text)
-    if group not in (None, ""):
-        text = str(group)
-        if text.isdigit():
-            gid = int(text)
-        else:
-            try:
-                gid = grp.getgrnam(text).gr_gid
-            except KeyError:
-                raise MaintenanceError("group %r is not a group on this host" % text)
-    return uid, gid
+    return (_numeric_id(owner, lambda name: pwd.getpwnam(name).pw_uid, "owner %r is not a user on this host"),
+            _numeric_id(group, lambda name: grp.getgrnam(name).gr_gid, "group %r is not a group on this host"))
+
+
+def _numeric_id(value, lookup, unknown):
+    """None for an unset ``value``, the number of a numeric one, else ``lookup(name)`` (KeyError: ``unknown``)."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    try:
+        return lookup(text)
+    except KeyError:
+        raise MaintenanceError(unknown % text)
 
 
 def final_ownership(old_stat, uid=None, gid=None, mode=None, default_mode=fsutil.FILE_MODE):
@@ -96,6 +94,9 @@ def postgres_content_problem(manifest):
     if not manifest.get("size_bytes"):
         return "it is empty (0 bytes)"
     counts = manifest.get("row_counts")
+    if not isinstance(counts, dict) and isinstance(manifest.get("tables"), list):
+        # MySQL backups without verify=restore record the table list only
+        counts = dict((table, None) for table in manifest["tables"])
     if isinstance(counts, dict):
         if not counts:
             return "it holds no tables"
@@ -172,13 +173,12 @@ def run_restore(store, src, force=False, keep_previous=True, target_database=Non
         connect_timeout = db_connect_timeout
     watch = Stopwatch()
     # options first, before anything is read or written
-    if int(jobs) < 1:
-        raise MaintenanceError("jobs must be at least 1")
-    file_mode = backups.parse_mode(mode)
+    backups.check_jobs(jobs)
+    file_mode = fsutil.parse_mode(mode)
     if not store.is_sqlite and (owner not in (None, "") or group not in (None, "") or file_mode is not None):
         raise MaintenanceError("owner, group and mode apply to SQLite stores only")
-    if target_database and not store.is_postgresql:
-        raise MaintenanceError("target_database applies to PostgreSQL stores only")
+    if target_database and store.is_sqlite:
+        raise MaintenanceError("target_database applies to PostgreSQL and MySQL stores only")
     uid, gid = resolve_owner(owner, group)
     identity = backups.store_identity(store)
     entry, manifest = resolve_source(src, store.engine, identity, allow_other_store)
@@ -204,8 +204,11 @@ def run_restore(store, src, force=False, keep_previous=True, target_database=Non
         problem = postgres_content_problem(manifest)
         if problem and not allow_non_mlflow:
             raise MaintenanceError(content_problem(entry, problem))
-        _restore_postgres(store, entry, manifest, force, target_database, jobs, timeout, connect_timeout,
-                          check_mode, result)
+        if store.is_mysql:
+            _restore_mysql(store, entry, manifest, force, target_database, timeout, connect_timeout, check_mode, result)
+        else:
+            _restore_postgres(store, entry, manifest, force, target_database, jobs, timeout, connect_timeout,
+                              check_mode, result)
     result["duration_s"] = watch.elapsed()
     into = result["target"] if store.is_sqlite else "database %s (%s)" % (result["target_database"], result["target"])
     result["msg"] = ("would restore" if check_mode else "restored") + " %s into %s" % (entry, into)
@@ -250,7 +253,7 @@ def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, r
             for path in stale:
                 fsutil.remove_path(path)
         with open(entry, "rb") as source, fsutil.open_private(temp) as out:
-            backups.decompress_stream(source, out, manifest["compression"])
+            compress.decompress_stream(source, out, manifest["compression"])
             out.flush()
             os.fsync(out.fileno())
         if os.path.getsize(temp) == 0:
@@ -279,7 +282,7 @@ def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, r
                     os.rename(target + suffix, previous + suffix)
                 else:
                     os.unlink(target + suffix)
-        backups.atomic_rename(temp, target)
+        fsutil.atomic_rename(temp, target)
     except OSError as exc:
         if exc.errno == errno.EISDIR:
             raise MaintenanceError("the target store %s is a directory, not a SQLite file" % target)
@@ -302,15 +305,58 @@ def _restore_postgres(store, entry, manifest, force, target_database, jobs, time
         return
     if not exists:
         pgt.create_database(store, connect_timeout, database)
-    with backups.private_umask():
+    with fsutil.private_umask():
         with pgpass_file(store) as pgpass:
             env = pgt.child_env(store, pgpass, database=database, connect_timeout=connect_timeout)
             pgt.restore_from(store, env, manifest, entry, database, jobs, timeout, clean=True,
                              scratch_dir=os.path.dirname(entry))
     expected = manifest.get("row_counts")
     if expected:
-        counts = pgt.database_counts(store, connect_timeout, database)
-        missing = dict((t, (n, counts.get(t))) for t, n in expected.items() if counts.get(t) != n)
-        if missing:
-            raise MaintenanceError("restored database %s differs from the backup's row counts: %s" % (
-                database, ", ".join("%s %s != %s" % (t, a, b) for t, (a, b) in sorted(missing.items())[:5])))
+        _check_counts(database, expected, pgt.database_counts(store, connect_timeout, database))
+
+
+def _check_counts(database, expected, counts):
+    missing = db_verify.count_differences(expected or {}, counts)
+    if missing:
+        raise MaintenanceError("restored database %s differs from the backup's row counts: %s" % (
+            database, db_verify.describe_differences(missing)))
+
+
+def _restore_mysql(store, entry, manifest, force, target_database, timeout, connect_timeout, check_mode, result):
+    """Replay the dump into the store's (or ``target_database``) database; refuses a non-empty one without force.
+
+    With ``force``, every table of the target is dropped first (foreign key checks off), then the dump is
+    replayed into the empty database, so it is the backup's again: tables created after the backup (e.g. by a
+    migration, MySQL DDL is not transactional) are gone, and no newer table definition can clash with the
+    backup's foreign keys. Those the backup does not hold are reported in ``dropped_tables``.
+    """
+    database = target_database or store.database
+    result["target_database"] = database
+    exists = myt.database_exists(store, connect_timeout, database)
+    existing = myt.database_tables(store, connect_timeout, database) if exists else []
+    if existing and not force:
+        raise MaintenanceError("target database %s is not empty; set force=true to replace its MLflow tables "
+                               "(each table of the backup is dropped and recreated)" % database)
+    result["created_database"] = not exists
+    recorded = manifest.get("tables") or list((manifest.get("row_counts") or {}).keys())
+    extra = sorted(set(existing) - set(recorded)) if recorded else []
+    result["dropped_tables"] = extra
+    client = myt.find_tool(myt.CLIENT_TOOLS, "the MySQL client")
+    if check_mode:
+        return
+    if not exists:
+        myt.create_database(store, connect_timeout, database)
+    if existing:
+        myt.drop_tables(store, connect_timeout, database, existing)
+    with fsutil.private_umask():
+        with myt.option_file(store) as defaults_file:
+            argv = myt.client_argv(client, defaults_file, database, connect_timeout=connect_timeout)
+            myt.restore_from(store, argv, entry, manifest.get("external_compression", manifest["compression"]),
+                             timeout, database)
+    expected = manifest.get("row_counts")
+    counts = myt.database_counts(store, connect_timeout, database)
+    _check_counts(database, expected, counts)
+    absent = sorted(set(manifest.get("tables") or []) - set(counts))
+    if absent:
+        raise MaintenanceError("restored database %s lacks table(s) of the backup: %s" % (database, ", ".join(absent)))
+    result["row_counts"] = counts

@@ -168,7 +168,7 @@ def _engine(store, connect_timeout):
     except ImportError as exc:
         raise MaintenanceError("SQLAlchemy is not importable by %s: %s" % (sys.executable, exc))
     connect_args = {}
-    if store.is_postgresql and connect_timeout:
+    if (store.is_postgresql or store.is_mysql) and connect_timeout:
         connect_args["connect_timeout"] = int(connect_timeout)
     return sqlalchemy.create_engine(store.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
 
@@ -184,7 +184,8 @@ def _read_postgres(store, version_table, marker_table, connect_timeout):
                 row = connection.execute(sqlalchemy.text("SELECT version_num FROM %s" % version_table)).fetchone()
                 revision = row[0] if row else None
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise MaintenanceError("cannot read PostgreSQL database %s: %s" % (store.redacted(), _first_line(exc)))
+        raise MaintenanceError("cannot read %s database %s: %s" % (
+            "MySQL" if store.is_mysql else "PostgreSQL", store.redacted(), _first_line(exc)))
     finally:
         engine.dispose()
     return version_table in names, marker_table in names, revision
@@ -287,7 +288,7 @@ def run_schema(params, check_mode):
         before=before,
         migrated=behind if migrating else [],
         at_head=all(status["at_head"] for status in after.values()),
-        migration_seconds=seconds,
+        migration_duration_s=seconds,
         store=stores[TRACKING].to_result(),
     )
 

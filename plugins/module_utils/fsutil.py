@@ -11,11 +11,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
 CHUNK = 1024 * 1024
 FILE_MODE = 0o600
@@ -59,7 +63,13 @@ def makedirs_private(path, mode=DIR_MODE):
     parent = os.path.dirname(os.path.abspath(path))
     if parent and parent != path and not os.path.isdir(parent):
         makedirs_private(parent, mode)
-    os.mkdir(path, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        # Another host or process created it at the same moment (a shared backup mount): fine if a directory.
+        if os.path.isdir(path) and not os.path.islink(path):
+            return False
+        raise
     os.chmod(path, mode)
     return True
 
@@ -111,3 +121,52 @@ def is_stale(path, grace_seconds, now=None):
     except OSError:
         return False
     return ((now if now is not None else time.time()) - mtime) > grace_seconds
+
+
+# ---------------------------------------------------------------- file modes
+
+def dir_mode_for(file_mode):
+    """The directory mode that goes with a file mode: each read bit also grants search (0600 -> 0700)."""
+    return file_mode | ((file_mode & 0o444) >> 2) | 0o700
+
+
+def parse_mode(value, option="mode"):
+    """A file mode from an option: None, an int (YAML 0640 arrives as 416) or an octal string (``"0640"``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise MaintenanceError("%s must be an octal file mode like '0600', not %r" % (option, value))
+    if isinstance(value, int):
+        mode = value
+    else:
+        text = str(value).strip()
+        if not re.match(r"^0?[0-7]{3,4}$", text):
+            raise MaintenanceError("%s must be an octal file mode like '0600', not %r" % (option, value))
+        mode = int(text, 8)
+    if mode < 0 or mode > 0o7777:
+        raise MaintenanceError("%s %r is not a file mode" % (option, value))
+    return mode
+
+
+@contextlib.contextmanager
+def private_umask(mask=0o077):
+    """Files created meanwhile (also by child processes such as pg_dump) are private to the owner."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def chmod_tree(path, file_mode, dir_mode):
+    """Give a directory-format backup (pg_dump --format=directory) the backup's modes; never follows links."""
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, file_mode)
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, dir_mode)
+    os.chmod(path, dir_mode)

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import (
     Deadline,
+    Failures,
     MaintenanceError,
     bounded_parallel_map,
 )
@@ -27,21 +28,17 @@ class GcReport:
     def __init__(self, run_ids_limit=1000, failures_limit=100):
         self.purged_runs = 0
         self.purged_experiments = []
-        self.failures = []
-        self.failure_count = 0
-        self.bytes_freed = 0
+        self.failures = Failures(limit=failures_limit)
+        self.freed_bytes = 0
         self.bytes_known = True
         self.run_ids = []
         self.run_ids_limit = run_ids_limit
-        self.failures_limit = failures_limit
         self.purged_models = 0
         self.model_ids = []
         self.purged_jobs = 0
 
     def fail(self, kind, ident, error):
-        self.failure_count += 1
-        if len(self.failures) < self.failures_limit:
-            self.failures.append(dict(id=ident, kind=kind, msg=error))
+        self.failures.add(ident, error, kind=kind)
 
     def purged(self, run_id):
         self.purged_runs += 1
@@ -56,7 +53,7 @@ class GcReport:
     def as_details(self):
         return dict(purged_runs=self.purged_runs, purged_experiments=len(self.purged_experiments),
                     purged_logged_models=self.purged_models, purged_jobs=self.purged_jobs,
-                    failure_count=self.failure_count, failures=self.failures)
+                    **self.failures.as_result())
 
 
 def _error_text(exc):
@@ -64,68 +61,49 @@ def _error_text(exc):
     return "%s: %s" % (exc.__class__.__name__, text.strip().splitlines()[0][:300] if text.strip() else "")
 
 
-def purge_batch(store, deleter, batch, report, concurrency, check_mode):
-    """Artifacts of a batch concurrently, then the rows of the runs whose artifacts are gone."""
+def _purge_items(kind, purge_rows, purged, deleter, batch, report, concurrency, check_mode):
+    """Artifacts of a batch concurrently, then the rows of the items whose artifacts are gone.
+
+    ``batch``: ``(id, artifact_uri, experiment_id)`` rows; ``purge_rows(ids)`` deletes rows; ``purged(id)`` counts."""
     if check_mode:
-        for run_id, _uri, _exp in batch:
-            report.purged(run_id)
+        for ident, _uri, _exp in batch:
+            purged(ident)
         return
     ok = []
     for row, freed, error in bounded_parallel_map(lambda row: deleter.delete(row[1], row[0]), batch, concurrency):
         if error is not None:
-            report.fail("run", row[0], "artifacts: %s" % _error_text(error))
+            report.fail(kind, row[0], "artifacts: %s" % _error_text(error))
             continue
         if freed is None:
             report.bytes_known = False
         else:
-            report.bytes_freed += freed
+            report.freed_bytes += freed
         ok.append(row[0])
     if not ok:
         return
     try:
-        store.purge_runs(ok)
-        for run_id in ok:
-            report.purged(run_id)
-    except Exception as exc:  # pylint: disable=broad-except
-        # One bad run must not sink its batch: retry the batch one run at a time.
-        for run_id in ok:
+        purge_rows(ok)
+        for ident in ok:
+            purged(ident)
+    except Exception:  # pylint: disable=broad-except
+        # One bad row must not sink its batch: retry the batch one item at a time.
+        for ident in ok:
             try:
-                store.purge_runs([run_id])
-                report.purged(run_id)
+                purge_rows([ident])
+                purged(ident)
             except Exception as single:  # pylint: disable=broad-except
-                report.fail("run", run_id, "rows: %s" % _error_text(single))
-        del exc
+                report.fail(kind, ident, "rows: %s" % _error_text(single))
+
+
+def purge_batch(store, deleter, batch, report, concurrency, check_mode):
+    """Runs: artifacts of a batch concurrently, then the rows of the runs whose artifacts are gone."""
+    _purge_items("run", store.purge_runs, report.purged, deleter, batch, report, concurrency, check_mode)
 
 
 def purge_model_batch(store, deleter, batch, report, concurrency, check_mode):
     """Logged models: artifacts of a batch concurrently, then the rows of the models whose artifacts are gone."""
-    if check_mode:
-        for model_id, _uri, _exp in batch:
-            report.purged_model(model_id)
-        return
-    ok = []
-    for row, freed, error in bounded_parallel_map(lambda row: deleter.delete(row[1], row[0]), batch, concurrency):
-        if error is not None:
-            report.fail("logged_model", row[0], "artifacts: %s" % _error_text(error))
-            continue
-        if freed is None:
-            report.bytes_known = False
-        else:
-            report.bytes_freed += freed
-        ok.append(row[0])
-    if not ok:
-        return
-    try:
-        store.purge_models(ok)
-        for model_id in ok:
-            report.purged_model(model_id)
-    except Exception:  # pylint: disable=broad-except
-        for model_id in ok:
-            try:
-                store.purge_models([model_id])
-                report.purged_model(model_id)
-            except Exception as single:  # pylint: disable=broad-except
-                report.fail("logged_model", model_id, "rows: %s" % _error_text(single))
+    _purge_items("logged_model", store.purge_models, report.purged_model, deleter, batch, report, concurrency,
+                 check_mode)
 
 
 def check_model_ids(store, logged_model_ids):
@@ -206,7 +184,7 @@ def run_gc(store, deleter, cutoff=None, include_undated=False, experiment_ids=No
         store_cache = {}
         for experiment_id, name in experiments:
             deadline.check("gc", **report.as_details())
-            before = report.failure_count
+            before = report.failures.count
             # Runs of a deleted experiment go with it, whatever their own deletion time.
             rows = store.stream_experiment_runs(experiment_id, cutoff, include_undated, page_size=batch_size)
             for batch in batched(rows, batch_size):
@@ -216,7 +194,7 @@ def run_gc(store, deleter, cutoff=None, include_undated=False, experiment_ids=No
                                                     page_size=batch_size)
             for batch in batched(models, batch_size):
                 purge_model_batch(store, deleter, batch, report, concurrency, check_mode)
-            if report.failure_count > before:
+            if report.failures.count > before:
                 report.fail("experiment", experiment_id, "some of its runs could not be purged; experiment kept")
                 continue
             if check_mode:
@@ -236,15 +214,15 @@ def run_gc(store, deleter, cutoff=None, include_undated=False, experiment_ids=No
         purged_runs=report.purged_runs,
         purged_logged_models=report.purged_models,
         logged_model_ids=report.model_ids,
+        logged_model_ids_truncated=run_ids_limit >= 0 and report.purged_models > len(report.model_ids),
         purged_jobs=report.purged_jobs,
         purged_experiments=len(report.purged_experiments),
         experiments=report.purged_experiments[:run_ids_limit] if run_ids_limit >= 0 else report.purged_experiments,
         run_ids=report.run_ids,
         run_ids_truncated=run_ids_limit >= 0 and report.purged_runs > len(report.run_ids),
-        failures=report.failures,
-        failure_count=report.failure_count,
-        failures_truncated=report.failure_count > len(report.failures),
-        bytes_freed=(report.bytes_freed if report.bytes_known else None) if not check_mode else None,
+        freed_bytes=(report.freed_bytes if report.bytes_known else None) if not check_mode else None,
         undated_runs=undated_count,
         undated_run_ids=undated_ids,
+        undated_run_ids_truncated=undated_count > len(undated_ids),
+        **report.failures.as_result()
     )

@@ -50,7 +50,7 @@ class GcStore:
             raise MaintenanceError(missing_required_lib("sqlalchemy"), exception=SQLALCHEMY_IMPORT_ERROR)
         self.url = url
         connect_args = {}
-        if url.startswith("postgresql"):
+        if url.startswith("postgresql") or url.startswith("mysql"):
             connect_args["connect_timeout"] = int(connect_timeout)
         elif url.startswith("sqlite"):
             connect_args["timeout"] = max(30, int(connect_timeout))
@@ -163,14 +163,16 @@ class GcStore:
                       sqlalchemy.not_(self._purgeable(cutoff, include_undated, [experiment_id]))]
         yield from self._keyset(conditions, page_size)
 
-    def _keyset(self, conditions, page_size):
-        runs = self.runs
+    def _keyset(self, conditions, page_size, columns=None):
+        """Rows ``(id, artifact location, experiment_id)`` matching ``conditions``, paged by id (keyset)."""
+        columns = columns or (self.runs.c.run_uuid, self.runs.c.artifact_uri, self.runs.c.experiment_id)
+        key = columns[0]
         last = None
         while True:
-            query = sqlalchemy.select(runs.c.run_uuid, runs.c.artifact_uri, runs.c.experiment_id).where(*conditions)
+            query = sqlalchemy.select(*columns).where(*conditions)
             if last is not None:
-                query = query.where(runs.c.run_uuid > last)
-            query = query.order_by(runs.c.run_uuid).limit(page_size)
+                query = query.where(key > last)
+            query = query.order_by(key).limit(page_size)
             with self.engine.connect() as connection:
                 rows = [tuple(row) for row in connection.execute(query)]
             yield from rows
@@ -285,19 +287,7 @@ class GcStore:
 
     def _model_keyset(self, conditions, page_size):
         models = self.logged_models
-        last = None
-        while True:
-            query = sqlalchemy.select(models.c.model_id, models.c.artifact_location, models.c.experiment_id).where(
-                *conditions)
-            if last is not None:
-                query = query.where(models.c.model_id > last)
-            query = query.order_by(models.c.model_id).limit(page_size)
-            with self.engine.connect() as connection:
-                rows = [tuple(row) for row in connection.execute(query)]
-            yield from rows
-            if len(rows) < page_size:
-                return
-            last = rows[-1][0]
+        return self._keyset(conditions, page_size, (models.c.model_id, models.c.artifact_location, models.c.experiment_id))
 
     def model_stages(self, model_ids):
         """{model_id: lifecycle_stage} of the given logged models that exist."""

@@ -166,7 +166,8 @@ def run_logged_models_cleanup(params, targets, check_mode=False, deadline=None, 
     failures = Failures()
     result = dict(changed=bool(plan.delete), deleted=0, selected=len(plan.delete), protected=len(plan.protected),
                   protected_reasons=reasons, protected_model_ids=capped(sorted(plan.protected), limit),
-                  search_filter=search_filter, failures=failures.items, failure_count=0)
+                  model_ids_truncated=limit is not None and 0 <= limit < max(len(plan.delete), len(plan.protected)),
+                  search_filter=search_filter, **failures.as_result())
     if check_mode:
         result.update(deleted=len(plan.delete), model_ids=capped([m[0] for m in plan.delete], limit),
                       deleted_per_experiment=per_experiment(plan.delete))
@@ -199,7 +200,7 @@ def run_logged_models_cleanup(params, targets, check_mode=False, deadline=None, 
             failures.add(entry[0], error_text(error))
 
     result.update(changed=bool(done), deleted=len(done), model_ids=capped([m[0] for m in done], limit),
-                  deleted_per_experiment=per_experiment(done), failures=failures.items, failure_count=failures.count)
+                  deleted_per_experiment=per_experiment(done), **failures.as_result())
     if state["fatal"] is not None:
         fatal = state["fatal"]
         remaining = len(plan.delete) - len(done)

@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import common
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import (
     check_count,
@@ -87,18 +88,24 @@ def error_text(exc):
     return getattr(exc, "msg", None) or str(exc) or exc.__class__.__name__
 
 
-class Failures:
-    """Failures as a short list of {id, msg} plus their count."""
+class Failures(common.Failures):
+    """Failures as a short list of {id, msg} plus their count (the collection's result-key contract)."""
 
     def __init__(self, limit=FAILURES_LISTED):
-        self.items = []
-        self.count = 0
-        self.limit = limit
+        super(Failures, self).__init__(limit=limit)
 
-    def add(self, ident, msg):
-        self.count += 1
-        if len(self.items) < self.limit:
-            self.items.append(dict(id=str(ident), msg=str(msg)[:500]))
+
+def cleanup_argument_spec(max_delete, **extra):
+    """The selection options shared by the REST cleanup modules (traces_cleanup, logged_models_cleanup)."""
+    spec = dict(
+        older_than=dict(type="str"),
+        experiments=dict(type="list", elements="str"),
+        filter=dict(type="str"),
+        keep_tag=dict(type="str", default=DEFAULT_KEEP_TAG, no_log=False),
+        max_delete=dict(type="int", default=max_delete),
+    )
+    spec.update(extra)
+    return spec
 
 
 def selection_failed(module_name, exc, what, **details):

@@ -24,6 +24,19 @@ __metaclass__ = type
 RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
 
+def retention_argument_spec():
+    """The ``retention`` option shared by db_backup and artifacts_backup (documented by doc fragment ``retention``)."""
+    return dict(type="dict", default={}, options=dict((rule, dict(type="int")) for rule in RULES))
+
+
+def retention_policy(value, name="retention"):
+    """The active rules of a ``retention`` option value; ValueError (naming the option) on a bad rule."""
+    try:
+        return normalize_policy(value)
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (name, exc))
+
+
 def _bucket(rule, when):
     if rule == "keep_hourly":
         return (when.year, when.month, when.day, when.hour)

@@ -106,6 +106,20 @@ def run_id_of(run):
     return info.get("run_id") or info.get("run_uuid")
 
 
+_RUNS_SOURCE = re.compile(r"^runs:/([0-9A-Za-z_\-]+)(?:/|$)")
+
+
+def registered_ids_of_version(version):
+    """The run ids a model version needs: its ``run_id`` and the run of a ``runs:/<run_id>/...`` source."""
+    ids = set()
+    if version.get("run_id"):
+        ids.add(version["run_id"])
+    match = _RUNS_SOURCE.match(version.get("source") or "")
+    if match:
+        ids.add(match.group(1))
+    return ids
+
+
 def protection_reason(run, registered_run_ids, keep_tag):
     """Why a run must not be deleted: ``registered_model``, ``keep_tag``, ``running`` or None."""
     info = run.get("info") or {}

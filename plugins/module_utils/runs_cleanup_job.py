@@ -14,7 +14,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Failures, MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import (
     build_filter,
     build_reap_filter,
@@ -22,17 +22,22 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selectio
     check_cap,
     plan_deletions,
     plan_restores,
+    registered_ids_of_version,
     resolve_experiments,
     validate_cleanup_options,
 )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_result import count_key, plan_result, record_done, remaining_runs
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import TrackingError
 
 FAILURES_LISTED = 50
 
 
 def registered_run_ids(client):
-    """Run ids of every registered model version, all pages."""
-    return set(version["run_id"] for version in client.search_model_versions() if version.get("run_id"))
+    """Run ids of every registered model version (its run_id and a ``runs:/`` source), all pages."""
+    found = set()
+    for version in client.search_model_versions():
+        found.update(registered_ids_of_version(version))
+    return found
 
 
 def experiment_ids_for(client, requested):
@@ -83,11 +88,12 @@ def apply(client, endpoint, payloads, concurrency, progress, deadline=None):
         elif is_server_gone(error):
             progress["fatal"] = progress["fatal"] or error
         else:
-            progress["failures"].append(dict(run_id=run_id, error=getattr(error, "msg", str(error))))
+            progress["failures"].add(run_id, getattr(error, "msg", str(error)))
 
 
-def new_progress():
-    return dict(done=[], gone=[], failures=[], fatal=None)
+def new_progress(failures=None):
+    """``failures`` (a common.Failures) may be shared by several passes of one job."""
+    return dict(done=[], gone=[], failures=failures if failures is not None else Failures(limit=FAILURES_LISTED), fatal=None)
 
 
 def _selection_failed(exc, what):
@@ -132,51 +138,103 @@ def run_cleanup(params, client, check_mode=False, deadline=None, now=None):
     check_cap(len(plan.act), params["max_delete"], "delete" if state == "deleted" else "restore")
 
     limit = params["run_ids_limit"]
-    reasons = {}
-    for reason in plan.protected.values():
-        reasons[reason] = reasons.get(reason, 0) + 1
-    result = dict(
-        changed=bool(plan.act or plan.reap), deleted=0, restored=0, reaped=0, protected=plan.protected_count,
-        protected_reasons=reasons, protected_run_ids=capped(plan.protected, limit), experiment_ids=experiment_ids,
-        search_filter=search_filter, failures=[],
-        run_ids_truncated=any(limit >= 0 and len(ids) > limit for ids in (plan.act, plan.reap, plan.protected)),
-    )
-    count_key = "deleted" if state == "deleted" else "restored"
+    failures = Failures(limit=FAILURES_LISTED)
+    result = plan_result(plan, limit, experiment_ids=experiment_ids, search_filter=search_filter, **failures.as_result())
     if check_mode:
-        result.update({count_key: len(plan.act), "reaped": len(plan.reap)})
-        result.update(run_ids=capped(plan.act, limit), reaped_run_ids=capped(plan.reap, limit))
-        return result
+        return record_done(result, state, plan.act, plan.reap, limit)
 
     concurrency = params["concurrency"]
-    reap_progress = new_progress()
+    reap_progress = new_progress(failures)
     if plan.reap:
         apply(client, "runs/update", ({"run_id": run_id, "status": "KILLED", "end_time": now} for run_id in plan.reap),
               concurrency, reap_progress, deadline)
-    progress = new_progress()
+    progress = new_progress(failures)
     if reap_progress["fatal"] is None and plan.act:
         apply(client, endpoint, ({"run_id": run_id} for run_id in plan.act), concurrency, progress, deadline)
 
-    result.update({count_key: len(progress["done"]), "reaped": len(reap_progress["done"])})
-    result.update(run_ids=capped(progress["done"], limit), reaped_run_ids=capped(reap_progress["done"], limit))
-    result["failures"] = (reap_progress["failures"] + progress["failures"])[:FAILURES_LISTED]
-    result["changed"] = bool(progress["done"] or reap_progress["done"])
+    record_done(result, state, progress["done"], reap_progress["done"], limit)
+    result.update(failures.as_result())
     fatal = reap_progress["fatal"] or progress["fatal"]
     if fatal is not None:
-        finished = set(progress["done"]) | set(progress["gone"])
-        remaining = [run_id for run_id in plan.act if run_id not in finished]
-        reap_done = set(reap_progress["done"]) | set(reap_progress["gone"])
-        reap_remaining = [run_id for run_id in plan.reap if run_id not in reap_done]
-        verb = "deleted" if state == "deleted" else "restored"
+        remaining, reap_remaining = remaining_runs(plan, progress["done"] + progress["gone"],
+                                                   reap_progress["done"] + reap_progress["gone"])
         cause = ("stopped at its deadline" if fatal.kind == "deadline"
                  else "stopped: the tracking server stopped answering midway")
         raise MaintenanceError(
             "runs_cleanup %s: %d of %d runs %s, %d remain; %d of %d stale runs reaped, "
             "%d remain (%s). Rerun the task to finish the job."
-            % (cause, len(progress["done"]), len(plan.act), verb, len(remaining), len(reap_progress["done"]),
+            % (cause, len(progress["done"]), len(plan.act), count_key(state), len(remaining), len(reap_progress["done"]),
                len(plan.reap), len(reap_remaining), fatal.msg),
             remaining=len(remaining) + len(reap_remaining), remaining_run_ids=capped(remaining, limit), **result)
-    if result["failures"]:
-        failed = len(reap_progress["failures"]) + len(progress["failures"])
+    if failures.count:
         raise MaintenanceError("%d runs could not be changed (first: %s); %d runs %s"
-                               % (failed, result["failures"][0]["error"], len(progress["done"]), count_key), **result)
+                               % (failures.count, failures.items[0]["msg"], len(progress["done"]), count_key(state)), **result)
     return result
+
+
+def _merge_results(parts, limit):
+    """One result from the per-workspace results [(workspace, result)] (counts summed, id lists capped)."""
+    merged = dict(changed=False, deleted=0, restored=0, reaped=0, protected=0, protected_reasons={}, run_ids=[],
+                  reaped_run_ids=[], protected_run_ids=[], experiment_ids=[], run_ids_truncated=False, failures=[],
+                  failure_count=0, failures_truncated=False, workspaces=[], per_workspace={})
+    for workspace, result in parts:
+        merged["workspaces"].append(workspace)
+        merged["changed"] = merged["changed"] or bool(result.get("changed"))
+        for key in ("deleted", "restored", "reaped", "protected", "failure_count"):
+            merged[key] += result.get(key, 0) or 0
+        for reason, count in (result.get("protected_reasons") or {}).items():
+            merged["protected_reasons"][reason] = merged["protected_reasons"].get(reason, 0) + count
+        for key in ("run_ids", "reaped_run_ids", "protected_run_ids", "experiment_ids", "failures"):
+            merged[key].extend(result.get(key) or [])
+        merged["run_ids_truncated"] = merged["run_ids_truncated"] or bool(result.get("run_ids_truncated"))
+        merged["failures_truncated"] = merged["failures_truncated"] or bool(result.get("failures_truncated"))
+        merged["search_filter"] = result.get("search_filter")
+        merged["per_workspace"][workspace] = dict((key, result.get(key, 0)) for key in ("deleted", "restored", "reaped"))
+    for key in ("run_ids", "reaped_run_ids", "protected_run_ids"):
+        if limit >= 0 and len(merged[key]) > limit:
+            merged[key] = merged[key][:limit]
+            merged["run_ids_truncated"] = True
+    if len(merged["failures"]) > FAILURES_LISTED:
+        merged["failures"] = merged["failures"][:FAILURES_LISTED]
+        merged["failures_truncated"] = True
+    return merged
+
+
+def run_cleanup_in_workspaces(params, targets, check_mode=False, deadline=None, now=None):
+    """run_cleanup over ``targets`` ([(workspace or None, TrackingClient)], mlflow3_cleanup.tracking_targets).
+
+    One target (no ``workspace``, or one workspace) is run_cleanup itself. Several are counted first, all of them,
+    with the same selection in check mode, so ``max_delete`` applies to the whole selection and fails before any
+    change; then each workspace is cleaned with what is left of the cap. A failure in one workspace says what was
+    done in the ones before it.
+    """
+    now = int(time.time() * 1000) if now is None else now
+    if len(targets) == 1:
+        return run_cleanup(params, targets[0][1], check_mode=check_mode, deadline=deadline, now=now)
+    key = count_key(params["state"])
+    counted = []
+    for workspace, client in targets:
+        try:
+            counted.append((workspace, run_cleanup(params, client, check_mode=True, deadline=deadline, now=now)))
+        except MaintenanceError as exc:
+            raise MaintenanceError("in workspace %s: %s" % (workspace, exc.msg), **dict(exc.details, workspace=workspace))
+    check_cap(sum(result[key] for _workspace, result in counted), params["max_delete"],
+              "delete" if params["state"] == "deleted" else "restore")
+    if check_mode:
+        return _merge_results(counted, params["run_ids_limit"])
+    done = []
+    budget = params["max_delete"]
+    for workspace, client in targets:
+        own = dict(params, max_delete=budget)
+        try:
+            result = run_cleanup(own, client, check_mode=False, deadline=deadline, now=now)
+        except MaintenanceError as exc:
+            before = _merge_results(done, params["run_ids_limit"]) if done else dict(deleted=0, restored=0, reaped=0)
+            raise MaintenanceError(
+                "in workspace %s: %s (before it, in workspace(s) %s: %d runs %s, %d reaped)"
+                % (workspace, exc.msg, ", ".join(w for w, _r in done) or "none", before[key], key,
+                   before["reaped"]), **dict(exc.details, workspace=workspace))
+        done.append((workspace, result))
+        if budget is not None and budget >= 0:
+            budget = max(0, budget - result[key])
+    return _merge_results(done, params["run_ids_limit"])

@@ -67,7 +67,8 @@ def client_config(params, pool_size=16, deadline=None):
     return Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"max_attempts": max(1, int(_option(params, "s3_retries", "retries", 3)) + 1), "mode": "standard"},
+        # total_max_attempts counts the first request too (botocore's max_attempts would count retries only).
+        retries={"total_max_attempts": max(0, int(_option(params, "s3_retries", "retries", 3))) + 1, "mode": "standard"},
         max_pool_connections=max(10, int(pool_size) + 4),
     )
 

@@ -3,10 +3,29 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """SQLite backend stores: consistent online snapshots, change fingerprints, integrity checks.
 
-Snapshot: ``sqlite3`` backup API in one step (``pages=-1``) from a read-only connection. One step
-means one read transaction, so the copy is a consistent snapshot even while the tracking server
-writes (in WAL mode writers go on; in rollback-journal mode they wait for the copy, through their
-busy timeout). The copy is then switched to ``journal_mode=DELETE`` so it is one self-contained file.
+Snapshot, first choice (:func:`copy_snapshot`, "file-copy"): the database file is copied at copy speed while
+a read transaction pins a consistent snapshot, and hashed in the same pass:
+
+- rollback-journal modes (delete, truncate, persist): the read transaction holds SQLite's SHARED lock, so no
+  writer can change the file until the copy ends (writers wait through their busy timeout, as with the
+  backup API); the first ``page_count`` pages of the file are the snapshot.
+- WAL mode: for a moment the copy takes the WAL write lock (``BEGIN IMMEDIATE`` on a second connection, which
+  writes nothing), starts its read transaction, and reads the WAL index header (``-shm``: ``mxFrame``,
+  ``nPage``, salts, ``nBackfill``), which cannot change while it holds that lock; then it lets writers go on.
+  The snapshot is the main file with, for each page, the newest WAL frame at or before ``mxFrame`` (frames
+  checked against the index's salts). While the read transaction lasts, SQLite itself guarantees both parts:
+  a checkpoint never writes a page into the main file beyond the reader's mark, and the WAL is never
+  restarted over the reader's frames. When every frame is already checkpointed (``nBackfill == mxFrame``,
+  the reader may then sit on read slot 0, which does not stop a WAL restart but does stop checkpoints), only
+  the main file is read. The copy's header says rollback journal (bytes 18-19 = 1), so it is one file.
+- the copy's own file descriptors stay open until the read transaction has ended: closing a descriptor of
+  the database drops every POSIX lock this process holds on it, SQLite's included.
+
+Fallback, the ``sqlite3`` backup API in one step (``pages=-1``, :func:`snapshot`, "backup-api"): used when
+the file copy does not apply: another journal mode (memory, off) or exclusive locking mode, no ``-shm`` file
+(heap-memory WAL index), no write permission on the store (the WAL write lock needs a read-write open), an
+index header that is not consistent, or WAL frames that do not match it. One step means one read
+transaction, so that copy is a consistent snapshot too; it is switched to ``journal_mode=DELETE``.
 
 Change fingerprint (unchanged-store detection): a sha256 over the main file's size, mtime and
 header fields (file change counter, schema cookie) and the WAL file's size, mtime and 32-byte header
@@ -28,6 +47,7 @@ import json
 import os
 import sqlite3
 import stat as _stat
+import struct
 
 from ansible.module_utils.six.moves.urllib.parse import quote
 
@@ -228,3 +248,152 @@ def has_user_tables(path):
         return True  # not a readable database, but not empty either
     finally:
         conn.close()
+
+
+COPY_CHUNK = 4 << 20
+WAL_HEADER_SIZE = 32
+WAL_FRAME_HEADER_SIZE = 24
+WAL_INDEX_VERSION = 3007000
+ROLLBACK_JOURNAL_MODES = ("delete", "truncate", "persist")
+
+
+class _NotCopyable(Exception):
+    """The file copy does not apply to this store (the reason is the message): use the backup API."""
+
+
+def _pread_exact(fd, size, offset, what):
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise _NotCopyable("%s is shorter than its index says (%d of %d bytes at %d)" % (what, len(data), size, offset))
+    return data
+
+
+def parse_wal_index_header(data):
+    """The WAL index header (first 136 bytes of ``-shm``) as a dict; _NotCopyable unless both copies agree."""
+    if len(data) < 136:
+        raise _NotCopyable("the WAL index is too short")
+    if data[0:48] != data[48:96]:
+        raise _NotCopyable("the WAL index header copies differ (a writer is mid-update)")
+    version, _unused, _change, is_init, _big_end, page_size, mx_frame, n_page = struct.unpack("=IIIBBHII", data[0:24])
+    if version != WAL_INDEX_VERSION or not is_init:
+        raise _NotCopyable("the WAL index is not initialised (version %d)" % version)
+    page_size = 65536 if page_size == 1 else page_size
+    n_backfill = struct.unpack("=I", data[96:100])[0]
+    return dict(page_size=page_size, mx_frame=mx_frame, n_page=n_page, salts=data[32:40], n_backfill=n_backfill)
+
+
+def wal_page_map(wal_fd, index, page_size):
+    """{page number: offset of its newest frame's data} over WAL frames 1..mxFrame, checked against the index."""
+    header = _pread_exact(wal_fd, WAL_HEADER_SIZE, 0, "the WAL file")
+    magic, _version, wal_page_size = struct.unpack(">III", header[0:12])
+    if magic not in (0x377f0682, 0x377f0683) or wal_page_size != page_size:
+        raise _NotCopyable("the WAL header does not match the database (magic %x, page size %d)" % (magic, wal_page_size))
+    if header[16:24] != index["salts"]:
+        raise _NotCopyable("the WAL salts differ from its index")
+    pages = {}
+    frame_size = WAL_FRAME_HEADER_SIZE + page_size
+    for frame in range(index["mx_frame"]):
+        offset = WAL_HEADER_SIZE + frame * frame_size
+        frame_header = _pread_exact(wal_fd, WAL_FRAME_HEADER_SIZE, offset, "the WAL file")
+        if frame_header[8:16] != index["salts"]:
+            raise _NotCopyable("WAL frame %d does not belong to the indexed log" % (frame + 1))
+        pages[struct.unpack(">I", frame_header[0:4])[0]] = offset + WAL_FRAME_HEADER_SIZE
+    return pages
+
+
+def _copy_pages(main_fd, wal_fd, wal_pages, page_size, page_count, out, digest, is_wal):
+    """Write pages 1..page_count (main file, or the WAL frame in ``wal_pages``) to ``out``; returns the size."""
+    per_chunk = max(1, COPY_CHUNK // page_size)
+    written = 0
+    page = 1
+    while page <= page_count:
+        if page in wal_pages:
+            data = _pread_exact(wal_fd, page_size, wal_pages[page], "the WAL file")
+            count = 1
+        else:
+            count = 1
+            while count < per_chunk and page + count <= page_count and (page + count) not in wal_pages:
+                count += 1
+            data = _pread_exact(main_fd, count * page_size, (page - 1) * page_size, "the database file")
+        if page == 1 and is_wal:
+            # file format versions 1/1: a rollback-journal database, one self-contained file
+            data = data[:18] + b"\x01\x01" + data[20:]
+        out.write(data)
+        digest.update(data)
+        written += len(data)
+        page += count
+    return written
+
+
+def copy_snapshot(source_path, out, busy_timeout=60):
+    """Write a consistent snapshot of ``source_path`` into the binary file ``out`` at copy speed (see the module doc).
+
+    Returns ``dict(method="file-copy", schema_revision, sha256, size_bytes, journal_mode)``, or
+    ``dict(method="backup-api", reason)`` when the file copy does not apply (nothing was written to ``out``; the
+    caller then uses :func:`snapshot`). Never writes the source.
+    """
+    import hashlib as _hashlib  # pylint: disable=import-outside-toplevel
+    check_source(source_path)
+    fds = []
+    reader = writer = None
+    try:
+        try:
+            reader = connect(source_path, "ro", timeout=busy_timeout, isolation_level=None, what="SQLite backend store")
+            journal_mode = str(reader.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            locking_mode = str(reader.execute("PRAGMA locking_mode").fetchone()[0]).lower()
+            if locking_mode != "normal":
+                raise _NotCopyable("locking_mode is %s" % locking_mode)
+            if journal_mode not in ROLLBACK_JOURNAL_MODES + ("wal",):
+                raise _NotCopyable("journal_mode is %s" % journal_mode)
+            is_wal = journal_mode == "wal"
+            fds.append(os.open(source_path, os.O_RDONLY))
+            wal_pages = {}
+            if is_wal:
+                if not os.path.exists(source_path + "-shm") or not os.access(source_path, os.W_OK):
+                    raise _NotCopyable("no shared WAL index, or no write permission for the WAL write lock")
+                fds.append(os.open(source_path + "-shm", os.O_RDONLY))
+                fds.append(os.open(source_path + "-wal", os.O_RDONLY))
+                writer = connect(source_path, "rw", timeout=busy_timeout, isolation_level=None, what="SQLite backend store")
+                writer.execute("BEGIN IMMEDIATE")
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            page_size = reader.execute("PRAGMA page_size").fetchone()[0]
+            page_count = reader.execute("PRAGMA page_count").fetchone()[0]
+            revision = schema_revision(reader)
+            if is_wal:
+                index = parse_wal_index_header(os.pread(fds[1], 136, 0))
+                if index["page_size"] != page_size:
+                    raise _NotCopyable("the WAL index page size differs from the database's")
+                if index["n_backfill"] < index["mx_frame"]:
+                    wal_pages = wal_page_map(fds[2], index, page_size)
+                    if index["n_page"] != page_count:
+                        raise _NotCopyable("the WAL index holds %d pages, the snapshot %d" % (index["n_page"], page_count))
+                writer.execute("ROLLBACK")
+                writer.close()
+                writer = None
+            if any(page > page_count for page in wal_pages):
+                wal_pages = dict((page, offset) for page, offset in wal_pages.items() if page <= page_count)
+            main_pages = os.fstat(fds[0]).st_size // page_size
+            if any(page not in wal_pages for page in range(main_pages + 1, page_count + 1)):
+                raise _NotCopyable("the database file is shorter than the snapshot and the WAL does not hold the rest")
+        except (_NotCopyable, sqlite3.Error, OSError) as exc:
+            return dict(method="backup-api", reason=str(exc))
+        digest = _hashlib.sha256()
+        try:
+            size = _copy_pages(fds[0], fds[2] if is_wal else None, wal_pages, page_size, page_count, out, digest, is_wal)
+        except _NotCopyable as exc:
+            raise MaintenanceError("SQLite snapshot of %s failed: %s" % (source_path, exc))
+        out.flush()
+        reader.execute("ROLLBACK")
+        return dict(method="file-copy", schema_revision=revision, sha256=digest.hexdigest(), size_bytes=size,
+                    journal_mode=journal_mode)
+    finally:
+        # connections first: the read transaction must end before our descriptors are closed (POSIX locks)
+        for connection in (writer, reader):
+            if connection is not None:
+                try:
+                    connection.close()
+                except sqlite3.Error:
+                    pass
+        for fd in fds:
+            os.close(fd)

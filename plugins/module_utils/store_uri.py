@@ -4,7 +4,9 @@
 """Backend-store URIs: parse, redact, and hand credentials to libpq without argv.
 
 Accepted spellings: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://``,
-``postgresql+psycopg2://``, ``postgresql+psycopg://`` (and ``postgres://``).
+``postgresql+psycopg2://``, ``postgresql+psycopg://`` (and ``postgres://``), ``mysql://``, ``mysql+pymysql://``
+and ``mysql+mysqldb://`` (MySQL and MariaDB; the collection talks to them through PyMySQL). MSSQL is refused
+with a plain "not supported".
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,14 +16,18 @@ __metaclass__ = type
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 
 from ansible.module_utils.six.moves.urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_tools import private_secret_file
 
 POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgres")
+MYSQL_SCHEMES = ("mysql", "mysql+pymysql", "mysql+mysqldb", "mariadb", "mariadb+pymysql", "mariadb+mysqldb")
+MSSQL_SCHEMES = ("mssql", "mssql+pyodbc", "mssql+pymssql", "mssql+aioodbc", "sqlserver")
+# MySQL URI query parameters kept (SSL, socket, charset); others are refused so a typo is not silently ignored.
+MYSQL_QUERY_KEYS = ("unix_socket", "charset", "ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert",
+                    "ssl_verify_identity", "ssl_disabled", "ssl_mode")
 
 # libpq environment variables for URI query parameters we pass through.
 _LIBPQ_QUERY_ENV = {
@@ -109,8 +115,17 @@ class BackendStore:
         return self.engine == "postgresql"
 
     @property
+    def is_mysql(self):
+        return self.engine == "mysql"
+
+    @property
     def socket_host(self):
-        """The host libpq should use: the URI's host, else a ``host=`` query parameter (a socket dir)."""
+        """The host libpq should use: the URI's host, else a ``host=`` query parameter (a socket dir).
+
+        MySQL: the host, else the ``unix_socket`` path.
+        """
+        if self.is_mysql:
+            return self.host or self.query.get("unix_socket")
         return self.host or self.query.get("host")
 
     def redacted(self):
@@ -127,7 +142,10 @@ class BackendStore:
         """A URL for SQLAlchemy (MLflow's store code). Contains the password: never return or log it."""
         if self.is_sqlite:
             return "sqlite:///%s" % self.path
-        driver = driver or installed_postgres_driver()
+        if self.is_mysql:
+            driver = driver or "pymysql"
+        else:
+            driver = driver or installed_postgres_driver()
         auth = ""
         if self.user:
             auth = quote(self.user, safe="")
@@ -136,8 +154,8 @@ class BackendStore:
             auth += "@"
         netloc = auth + (self.host or "") + (":%s" % self.port if self.port else "")
         query = "&".join("%s=%s" % (k, quote(str(v), safe="/")) for k, v in sorted(self.query.items()))
-        return "postgresql+%s://%s/%s%s" % (driver, netloc, database or self.database or "",
-                                            "?" + query if query else "")
+        return "%s+%s://%s/%s%s" % ("mysql" if self.is_mysql else "postgresql", driver, netloc,
+                                    database or self.database or "", "?" + query if query else "")
 
     def libpq_env(self, pgpass_file=None, database=None, connect_timeout=None):
         """Environment for pg_dump/pg_restore/psql: connection by variables, secret by PGPASSFILE."""
@@ -210,33 +228,65 @@ def parse_backend_store_uri(uri, password=None):
             raise MaintenanceError("backend_store_uri %r names no database file" % uri)
         return BackendStore("sqlite", path=os.path.abspath(path), scheme="sqlite")
     if scheme in POSTGRES_SCHEMES:
-        try:
-            parts = urlsplit(uri)
-            port = parts.port
-        except ValueError as exc:
-            raise MaintenanceError("backend_store_uri %r is malformed: %s" % (_redact_raw(uri), redact_uri(exc)))
-        database = unquote(parts.path.lstrip("/")) or None
-        query = dict(parse_qsl(parts.query))
-        # MLflow (SQLAlchemy, libpq) accepts ``?password=``: use it, and never keep it in the query.
-        query_password = query.pop("password", None)
-        if not database:
-            database = query.pop("dbname", None)
+        parts, query, query_password = _split_server_uri(uri)
+        database = unquote(parts.path.lstrip("/")) or query.pop("dbname", None)
         if not database:
             raise MaintenanceError("backend_store_uri %r names no database" % (_redact_raw(uri),))
-        return BackendStore(
-            "postgresql",
-            host=parts.hostname,
-            port=port,
-            user=unquote(parts.username) if parts.username else None,
-            password=password or (unquote(parts.password) if parts.password else None) or query_password or None,
-            database=database,
-            query=query,
-            scheme=scheme,
-        )
+        return _server_store("postgresql", parts, query, query_password, database, password, scheme)
+    if scheme in MYSQL_SCHEMES:
+        return _parse_mysql(uri, scheme, password)
+    if scheme in MSSQL_SCHEMES or scheme.startswith("mssql"):
+        raise MaintenanceError(
+            "backend_store_uri scheme %r: Microsoft SQL Server (MSSQL) backend stores are not supported by this "
+            "collection; supported are SQLite, PostgreSQL and MySQL/MariaDB" % scheme)
     raise MaintenanceError(
-        "backend_store_uri scheme %r is not supported; use sqlite:// or postgresql:// "
-        "(also postgresql+psycopg2:// and postgresql+psycopg://)" % scheme
+        "backend_store_uri scheme %r is not supported; use sqlite://, postgresql:// "
+        "(also postgresql+psycopg2:// and postgresql+psycopg://) or mysql:// (also mysql+pymysql:// "
+        "and mysql+mysqldb://)" % scheme
     )
+
+
+def _split_server_uri(uri):
+    """``(parts, query, query_password)`` of a server URI (its port checked). MLflow (SQLAlchemy, libpq) accepts
+    ``?password=``: it is used, and never kept in the query."""
+    try:
+        parts = urlsplit(uri)
+        # a bad port raises ValueError when it is read
+        parts.port  # pylint: disable=pointless-statement
+    except ValueError as exc:
+        raise MaintenanceError("backend_store_uri %r is malformed: %s" % (_redact_raw(uri), redact_uri(exc)))
+    query = dict(parse_qsl(parts.query))
+    return parts, query, query.pop("password", None)
+
+
+def _server_store(engine, parts, query, query_password, database, password, scheme):
+    """The BackendStore of a parsed server URI; ``password`` (the option) wins over the URI's own."""
+    return BackendStore(
+        engine,
+        host=parts.hostname,
+        port=parts.port,
+        user=unquote(parts.username) if parts.username else None,
+        password=password or (unquote(parts.password) if parts.password else None) or query_password or None,
+        database=database,
+        query=query,
+        scheme=scheme,
+    )
+
+
+def _parse_mysql(uri, scheme, password=None):
+    """``mysql[+driver]://user:password@host:port/database?unix_socket=...&ssl_ca=...``."""
+    parts, query, query_password = _split_server_uri(uri)
+    database = unquote(parts.path.lstrip("/")) or None
+    if not database:
+        raise MaintenanceError("backend_store_uri %r names no database" % (_redact_raw(uri),))
+    unknown = sorted(k for k in query if k not in MYSQL_QUERY_KEYS)
+    if unknown:
+        raise MaintenanceError("backend_store_uri %r: unsupported MySQL query parameter(s) %s; supported: %s" % (
+            _redact_raw(uri), ", ".join(unknown), ", ".join(MYSQL_QUERY_KEYS)))
+    if not parts.hostname and not query.get("unix_socket"):
+        raise MaintenanceError("backend_store_uri %r names no host (or ?unix_socket=/path)" % (_redact_raw(uri),))
+    return _server_store("mysql", parts, query, query_password, database, password,
+                         scheme if scheme.startswith("mysql") else scheme.replace("mariadb", "mysql"))
 
 
 def backend_store_from_module(module, uri_option="backend_store_uri", password_option="db_password"):
@@ -276,17 +326,11 @@ def pgpass_file(store):
     if not store.password:
         yield None
         return
-    directory = tempfile.mkdtemp(prefix="mlflowops-pgpass-")
-    path = os.path.join(directory, "pgpass")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            # host:port:database:user:password, with : and \ escaped; wildcards so that a scratch
-            # database on the same server (verify: restore) authenticates too.
-            handle.write("*:*:*:%s:%s\n" % (_pgpass_escape(store.user or "*"), _pgpass_escape(store.password)))
+    # host:port:database:user:password, with : and \ escaped; wildcards so that a scratch
+    # database on the same server (verify: restore) authenticates too.
+    text = "*:*:*:%s:%s\n" % (_pgpass_escape(store.user or "*"), _pgpass_escape(store.password))
+    with private_secret_file("mlflowops-pgpass-", "pgpass", text) as path:
         yield path
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _pgpass_escape(value):

@@ -182,8 +182,7 @@ def run_traces_cleanup(params, targets, check_mode=False, deadline=None, now=Non
     failures = Failures()
     result = dict(changed=bool(total), deleted=0, protected=sum(len(plan.protected_ids) for _c, plan in plans),
                   selected=total, experiments=reports, experiments_searched=searched, search_filter=search_filter,
-                  failures=failures.items,
-                  failure_count=0)
+                  **failures.as_result())
     if check_mode:
         for report in reports:
             report["deleted"] = report["selected"]
@@ -214,7 +213,7 @@ def run_traces_cleanup(params, targets, check_mode=False, deadline=None, now=Non
 
     deleted = sum(report["deleted"] for report in reports)
     result.update(changed=bool(deleted), deleted=deleted, deleted_per_experiment=per_experiment(reports),
-                  failures=failures.items, failure_count=failures.count)
+                  **failures.as_result())
     if fatal is not None:
         cause = ("stopped at its deadline" if getattr(fatal, "kind", None) == "deadline"
                  else "stopped: the tracking server stopped answering midway")

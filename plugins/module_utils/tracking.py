@@ -30,6 +30,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.common impor
     MaintenanceError,
     backoff_delays,
     bounded_parallel_map,
+    run_bounded,
 )
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import redact_uri
 
@@ -72,7 +73,7 @@ def single_workspace(value):
         return None
     if len(names) > 1 or names[0] == "all":
         raise MaintenanceError("workspace: this module acts in one workspace; a list of workspaces or 'all' is accepted "
-                               "by traces_cleanup and logged_models_cleanup only")
+                               "by traces_cleanup, logged_models_cleanup, runs_cleanup, artifacts_audit and gc only")
     return names[0]
 
 
@@ -118,34 +119,6 @@ def request_timeout(timeout, deadline):
 
 def _seconds(value):
     return ("%.1f" % value).rstrip("0").rstrip(".")
-
-
-def run_bounded(func, seconds):
-    """``func()`` in a daemon thread, waited for at most ``seconds``; ``(finished, result, error)``.
-
-    With ``seconds`` None, calls ``func`` directly. An unfinished call is abandoned: its thread ends with
-    the process, and its socket with it.
-    """
-    if seconds is None:
-        try:
-            return True, func(), None
-        except Exception as exc:  # pylint: disable=broad-except
-            return True, None, exc
-    outcome = {}
-
-    def target():
-        try:
-            outcome["result"] = func()
-        except BaseException as exc:  # pylint: disable=broad-except
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=target, name="mlflowops-request")
-    worker.daemon = True
-    worker.start()
-    worker.join(max(0.0, seconds))
-    if worker.is_alive():
-        return False, None, None
-    return True, outcome.get("result"), outcome.get("error")
 
 
 def _first_line(text, limit=300):

@@ -47,6 +47,7 @@ extends_documentation_fragment:
   - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
   - mlflowops.maintenance.s3
+  - mlflowops.maintenance.retention
 options:
   src:
     description:
@@ -120,24 +121,6 @@ options:
       - By default an unchanged source gives no new snapshot and C(changed=false) (as restic's C(--skip-if-unchanged)).
     type: bool
     default: false
-  keep_last:
-    description: Keep the newest N snapshots.
-    type: int
-  keep_hourly:
-    description: Keep the newest snapshot of each of the last N hours that have one.
-    type: int
-  keep_daily:
-    description: Keep the newest snapshot of each of the last N days that have one.
-    type: int
-  keep_weekly:
-    description: Keep the newest snapshot of each of the last N ISO weeks that have one.
-    type: int
-  keep_monthly:
-    description: Keep the newest snapshot of each of the last N months that have one.
-    type: int
-  keep_yearly:
-    description: Keep the newest snapshot of each of the last N years that have one.
-    type: int
   symlinks:
     description:
       - What to do with symlinks met in a local O(src). Each one not followed is listed in RV(skipped_symlinks)
@@ -171,9 +154,10 @@ notes:
   - Uses the S3 family (for C(s3://) locations). The tracking and backend store families are accepted for
     C(module_defaults) and ignored.
   - One set of S3 credentials serves both sides when both are in S3.
-  - Retention (the O(keep_last) family) follows restic's C(forget) rules; with no rule set every snapshot is kept.
-    S3 blobs no kept snapshot references are deleted after the snapshot manifests.
-  - A run with failed files fails, with the first failures in its C(errors) result; the manifest is then not written.
+  - O(retention) applies to O(mode=snapshot) and follows restic's C(forget) rules; with no rule set every snapshot
+    is kept. S3 blobs no kept snapshot references are deleted after the snapshot manifests.
+  - A run with failed files fails, with the first failures in its RV(failures) result; the manifest is then not
+    written.
 seealso:
   - module: mlflowops.maintenance.artifacts_audit
 """
@@ -192,8 +176,9 @@ EXAMPLES = r"""
     src: /srv/mlflow/artifacts
     dest: /backup/mlflow/artifacts
     mode: snapshot
-    keep_daily: 14
-    keep_monthly: 6
+    retention:
+      keep_daily: 14
+      keep_monthly: 6
 
 - name: Verify the backup against the source, comparing content
   mlflowops.maintenance.artifacts_backup:
@@ -216,10 +201,9 @@ copied:
   returned: always
   type: int
   sample: 42
-unchanged:
+unchanged_count:
   description:
     - Files already up to date, not copied (in a snapshot, hard-linked or already stored).
-    - Named so because Ansible reads a C(skipped) key in a result as a skipped task.
   returned: always
   type: int
   sample: 2458
@@ -233,12 +217,12 @@ linked:
   returned: always
   type: int
   sample: 2458
-bytes_copied:
+copied_bytes:
   description: Bytes copied (or that would be).
   returned: always
   type: int
   sample: 10485760
-bytes_deleted:
+deleted_bytes:
   description: Bytes deleted (or that would be).
   returned: always
   type: int
@@ -248,27 +232,39 @@ duration_s:
   returned: always
   type: float
   sample: 3.52
-errors:
-  description: 'The first 100 failures, one line each: the key, a colon, the reason.'
+failures:
+  description: The first 100 files that failed, as C(id) (the key) and C(msg) (the reason).
   returned: always
   type: list
-  elements: str
-  sample: []
-error_count:
+  elements: dict
+  sample: [{id: 1/abc/artifacts/model.pkl, msg: "AccessDenied: Access Denied"}]
+failure_count:
   description: How many files failed.
   returned: always
   type: int
   sample: 0
+failures_truncated:
+  description: Whether RV(failures) lists only the first 100.
+  returned: always
+  type: bool
 copied_keys:
   description: The first 100 keys copied.
   returned: always
   type: list
   elements: str
+copied_keys_truncated:
+  description: Whether RV(copied_keys) lists only the first 100.
+  returned: always
+  type: bool
 deleted_keys:
   description: The first 100 keys deleted.
   returned: always
   type: list
   elements: str
+deleted_keys_truncated:
+  description: Whether RV(deleted_keys) lists only the first 100.
+  returned: always
+  type: bool
 manifest:
   description: Path of the manifest written (local O(dest)), or the key of the S3 snapshot manifest; null if none.
   returned: always
@@ -303,16 +299,28 @@ missing:
   returned: when O(mode=verify)
   type: list
   elements: str
+missing_truncated:
+  description: Whether RV(missing) lists only the first 100.
+  returned: when O(mode=verify)
+  type: bool
 different:
   description: With O(mode=verify), the first 100 files that differ.
   returned: when O(mode=verify)
   type: list
   elements: str
+different_truncated:
+  description: Whether RV(different) lists only the first 100.
+  returned: when O(mode=verify)
+  type: bool
 extraneous:
   description: With O(mode=verify) or O(mode=mirror), the first 100 files of O(dest) that O(src) lacks.
   returned: always
   type: list
   elements: str
+extraneous_truncated:
+  description: Whether RV(extraneous) lists only the first 100.
+  returned: always
+  type: bool
 src_snapshot:
   description: With O(src_snapshot), the name of the snapshot copied from.
   returned: when O(src_snapshot) is set
@@ -340,11 +348,19 @@ skipped_reserved:
   returned: always
   type: list
   elements: str
+skipped_reserved_truncated:
+  description: Whether RV(skipped_reserved) lists only the first 100.
+  returned: always
+  type: bool
 stale_temp_files:
   description: Temporary files C(.mlflowops-tmp-*) older than one hour found in a local O(dest) (the first 100).
   returned: always
   type: list
   elements: str
+stale_temp_files_truncated:
+  description: Whether RV(stale_temp_files) lists only the first 100.
+  returned: always
+  type: bool
 stale_temps_removed:
   description:
     - How many of them were removed (none in check mode and with O(mode=verify)).
@@ -359,156 +375,11 @@ counts:
   sample: {missing: 1, different: 0, extraneous: 0}
 """
 
-import os
-
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, MaintenanceError, Stopwatch
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import s3 as s3_utils
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_localfs as localfs
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_names
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_snapshots as snapshots
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_sync as sync_utils
-
-
-def open_location(location, params, what, client_holder, deadline=None):
-    if s3_utils.is_s3_url(location):
-        bucket, prefix = s3_utils.parse_s3_url(location)
-        if client_holder.get("client") is None:
-            client_holder["client"] = s3_utils.build_client(params, pool_size=params["concurrency"], deadline=deadline)
-        s3_utils.check_bucket(client_holder["client"], bucket, what)
-        return sync_utils.S3Store(client_holder["client"], bucket, prefix)
-    if "://" in location:
-        raise MaintenanceError("%s must be a local directory or s3://bucket/prefix, got %r" % (what, location))
-    if what == "dest":
-        # Written by this module: reserved names are escaped, nothing is written through a symlink.
-        return sync_utils.LocalStore(location, managed=True, role="dest")
-    return sync_utils.LocalStore(location, symlinks=params.get("symlinks") or "skip", role="src")
-
-
-def refuse_overlap(src, dest):
-    if src.kind == "local" and dest.kind == "local":
-        src_path = os.path.realpath(src.root)
-        dest_path = os.path.realpath(dest.root)
-        if dest_path == src_path or dest_path.startswith(src_path.rstrip(os.sep) + os.sep):
-            raise MaintenanceError("dest %s lies inside src %s; choose a destination outside the source" % (dest.root, src.root))
-    elif src.kind == "s3" and dest.kind == "s3" and src.bucket == dest.bucket:
-        if sync_utils.inside(dest.prefix, src.prefix):
-            raise MaintenanceError("dest %s lies inside src %s; choose a destination outside the source" % (dest, src))
-
-
-def resolve_snapshot_source(src, name):
-    if src.kind == "local":
-        names = snapshots.local_snapshots(src.root)
-        chosen = names[-1] if (name == "latest" and names) else (name if name in names else None)
-        if chosen is None:
-            raise MaintenanceError("no snapshot %r in %s (have: %s)" % (name, src.root, ", ".join(names[-5:]) or "none"))
-        return sync_utils.LocalStore(os.path.join(src.root, chosen), managed=True, role="src"), chosen
-    names = snapshots.s3_snapshots(src)
-    chosen = names[-1] if (name == "latest" and names) else (name if name in names else None)
-    if chosen is None:
-        raise MaintenanceError("no snapshot %r in %s (have: %s)" % (name, src, ", ".join(names[-5:]) or "none"))
-    return snapshots.SnapshotView(src, chosen), chosen
-
-
-def run(module):
-    """Validate every option first, then run the job under the task's deadline (partial progress on failure)."""
-    params = module.params
-    stopwatch = Stopwatch()
-    artifact_names.validate_params(params)
-    deadline = getattr(module, "deadline", None) or Deadline(params.get("deadline"))
-    result = sync_utils.Result()
-    out = sync_utils.run_with_deadline(lambda: copy_job(params, module.check_mode, deadline, result), deadline,
-                                       progress=result.progress, hard_exit=True)
-    out["duration_s"] = stopwatch.elapsed()
-    return out
-
-
-def copy_job(params, check_mode, deadline, result):
-    holder = {}
-    src = open_location(params["src"], params, "src", holder, deadline)
-    dest = open_location(params["dest"], params, "dest", holder, deadline)
-    refuse_overlap(src, dest)
-    if src.kind == "local" and not src.exists():
-        raise MaintenanceError("src %s is not a directory" % src.root)
-    transfer = sync_utils.Transfer(params, retries=params.get("s3_retries", 3), deadline=deadline)
-    label = params["src"]
-    snapshot_used = None
-    if params["src_snapshot"]:
-        src, snapshot_used = resolve_snapshot_source(src, params["src_snapshot"])
-        label = "%s@%s" % (params["src"], snapshot_used)
-
-    # No src/dest keys in the result: AnsibleModule would add the stat of a "dest" path (mode, size...) to it.
-    out = dict(changed=False, manifest=None)
-    if snapshot_used:
-        out["src_snapshot"] = snapshot_used
-    mode = params["mode"]
-    concurrency = params["concurrency"]
-    if mode == "snapshot":
-        policy = dict((key, params[key]) for key in artifact_names.RETENTION_KEYS if params[key])
-        if dest.kind == "local":
-            result, info = snapshots.local_snapshot(
-                src, dest.root, transfer, policy, compare=params["compare"], check_mode=check_mode,
-                concurrency=concurrency, snapshot_if_unchanged=params["snapshot_if_unchanged"],
-                source_label=label, result=result, deadline=deadline)
-            if info.get("created"):
-                out["manifest"] = os.path.join(dest.root, info["snapshot"], sync_utils.MANIFEST_NAME)
-        else:
-            result, info = snapshots.s3_snapshot(
-                src, dest, transfer, policy, check_mode=check_mode, concurrency=concurrency,
-                snapshot_if_unchanged=params["snapshot_if_unchanged"], source_label=label, result=result,
-                deadline=deadline)
-            if info.get("created"):
-                out["manifest"] = "s3://%s/%s" % (dest.bucket, dest.full_key("snapshots/%s.json" % info["snapshot"]))
-        out.update(snapshot=info.get("snapshot"), snapshot_created=bool(info.get("created")),
-                   snapshots_kept=info.get("snapshots_kept", []), snapshots_removed=info.get("snapshots_removed", []))
-        out["changed"] = bool(info.get("created") or info.get("snapshots_removed") or result.deleted or result.stale_temps_removed)
-    else:
-        verify = mode == "verify"
-        manifest_path = os.path.join(dest.root, sync_utils.MANIFEST_NAME) if dest.kind == "local" else None
-        writes = dest.kind == "local" and not (verify or check_mode)
-        # Read before the mirror starts: its first change removes the manifest (a stale proof must not survive a crash).
-        previous = sync_utils.read_manifest(manifest_path) if writes else {}
-
-        def before_change():
-            localfs.open_dir_chain_close(dest.root, [], create=True)
-            sync_utils.ensure_marker(dest.root)
-            sync_utils.remove_manifest(dest.root)
-
-        result, rows = sync_utils.sync(src, dest, transfer, compare=params["compare"],
-                                       delete_extraneous=params["delete_extraneous"] and not verify,
-                                       check_mode=check_mode or verify, concurrency=concurrency,
-                                       verify_only=verify, result=result, deadline=deadline,
-                                       before_change=before_change if writes else None)
-        if verify:
-            out.update(verified=not (result.missing_count or result.different_count or result.error_count),
-                       missing=result.missing, different=result.different,
-                       counts=dict(missing=result.missing_count, different=result.different_count,
-                                   extraneous=result.extraneous_count))
-        else:
-            out["changed"] = bool(result.copied or result.deleted or result.stale_temps_removed)
-            if dest.kind == "local" and not result.error_count:
-                if out["changed"] or not os.path.exists(manifest_path):
-                    out["changed"] = True
-                    if not check_mode:
-                        files = sync_utils.complete_manifest(dest, rows, previous, concurrency, deadline)
-                        localfs.open_dir_chain_close(dest.root, [], create=True)
-                        sync_utils.ensure_marker(dest.root)
-                        sync_utils.write_json_atomic(manifest_path, sync_utils.manifest_document(files, label, "mirror"))
-                out["manifest"] = manifest_path
-    listed_src = src if src.kind == "local" else None
-    links = listed_src.skipped_symlinks if listed_src is not None else None
-    reserved = [item for store in (listed_src, dest if dest.kind == "local" else None) if store is not None
-                for item in store.skipped_reserved.items]
-    out.update(copied=result.copied, unchanged=result.skipped, deleted=result.deleted, linked=result.linked,
-               bytes_copied=result.bytes_copied, bytes_deleted=result.bytes_deleted, errors=result.errors,
-               error_count=result.error_count, copied_keys=result.copied_keys, deleted_keys=result.deleted_keys,
-               extraneous=result.extraneous,
-               skipped_symlinks=links.items if links else [], skipped_symlinks_count=links.count if links else 0,
-               skipped_symlinks_truncated=links.truncated if links else False,
-               skipped_reserved=reserved[:sync_utils.MAX_LISTED],
-               stale_temp_files=dest.stale_temps.items if dest.kind == "local" else [],
-               stale_temps_removed=result.stale_temps_removed)
-    return out
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_transfer import describe_failure
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifacts_backup_job import run
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import retention_argument_spec
 
 
 def main():
@@ -522,24 +393,12 @@ def main():
         copy_multipart_threshold_mb=dict(type="int", default=5120),
         src_snapshot=dict(type="str"),
         snapshot_if_unchanged=dict(type="bool", default=False),
-        keep_last=dict(type="int"),
-        keep_hourly=dict(type="int"),
-        keep_daily=dict(type="int"),
-        keep_weekly=dict(type="int"),
-        keep_monthly=dict(type="int"),
-        keep_yearly=dict(type="int"),
+        retention=retention_argument_spec(),
         symlinks=dict(type="str", default="skip", choices=list(artifact_names.SYMLINK_POLICIES)),
         max_consecutive_failures=dict(type="int", default=artifact_names.MAX_CONSECUTIVE_FAILURES),
     )
     module = MlflowOpsModule(argument_spec=argument_spec)
-
-    def job():
-        out = run(module)
-        if out["error_count"]:
-            raise MaintenanceError("%d file(s) failed; first: %s" % (out["error_count"], out["errors"][0]), **out)
-        return out
-
-    module.run(job, describe=sync_utils.describe_failure)
+    module.run(run, module.params, module.check_mode, module.deadline, describe=describe_failure)
 
 
 if __name__ == "__main__":

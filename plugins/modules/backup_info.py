@@ -95,7 +95,7 @@ backups:
       description: UTC creation time from the manifest.
       type: str
     engine:
-      description: C(sqlite) or C(postgresql).
+      description: C(sqlite), C(postgresql) or C(mysql).
       type: str
     format:
       description: Backup format.

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: db_backup
-short_description: Back up an MLflow backend store (SQLite or PostgreSQL) with a manifest, verification and retention
+short_description: Back up an MLflow backend store (SQLite, PostgreSQL, MySQL) with a manifest, verification and retention
 version_added: 0.1.0
 description:
   - Writes one backup of the tracking server's backend store into the directory O(dest), while the
@@ -21,6 +21,11 @@ description:
     REPEATABLE READ transaction that also counts the rows of every table, so the counts in the manifest are
     those of the dump. The password travels in a temporary 0600 C(PGPASSFILE), never in process arguments.
     C(pg_dump) runs with C(--lock-wait-timeout); its exit status and stderr are checked.
+  - B(MySQL and MariaDB) (C(mysql://), C(mysql+pymysql://), C(mysql+mysqldb://)) are dumped with C(mariadb-dump)
+    (or C(mysqldump)) C(--single-transaction --quick --routines --triggers --hex-blob --no-tablespaces) into a plain
+    SQL file, streamed through the compression; one consistent InnoDB snapshot, no table locks. The password
+    reaches the dump only through a temporary 0600 option file (C(--defaults-extra-file)), never its arguments or
+    environment. The dump's exit status and stderr are checked. O(format) and O(jobs) do not apply.
   - The backup is written under a C(.partial) name, fsynced and renamed; a JSON manifest
     (C(<backup>.manifest.json)) is written last, also atomically. A backup without a valid manifest is
     incomplete; M(mlflowops.maintenance.db_restore) never uses it and retention never counts it.
@@ -37,6 +42,7 @@ extends_documentation_fragment:
   - mlflowops.maintenance.tracking
   - mlflowops.maintenance.backend_store
   - mlflowops.maintenance.s3
+  - mlflowops.maintenance.retention
 options:
   dest:
     description:
@@ -70,31 +76,14 @@ options:
       - C(checksum) re-reads the written backup and checks its sha256.
       - C(restore) also restores it into a scratch target that is dropped afterwards. SQLite, a temporary file
         that must pass C(PRAGMA integrity_check). PostgreSQL, a scratch database (the role needs C(CREATEDB))
-        whose table row counts must equal the source's as of the dump.
+        whose table row counts must equal the source's as of the dump. MySQL, a scratch database
+        C(<database>_verify_<random>) on the same server (the user needs the C(CREATE) and C(DROP) privileges on
+        it) that must restore without an error and hold every table; its row counts are recorded in the manifest
+        and M(mlflowops.maintenance.db_restore) checks them after a restore.
       - A backup that fails verification is removed and the task fails.
     type: str
     choices: [none, checksum, restore]
     default: checksum
-  retention:
-    description:
-      - Which complete backups to keep, with restic's semantics. A backup matching any rule is kept; calendar
-        periods count only where they hold a backup; the newest complete backup is never removed.
-      - An empty policy keeps everything.
-    type: dict
-    default: {}
-    suboptions:
-      keep_last:
-        description: Keep the N newest backups.
-        type: int
-      keep_daily:
-        description: Keep the newest backup of each of the N most recent days that have one.
-        type: int
-      keep_weekly:
-        description: Keep the newest backup of each of the N most recent ISO weeks that have one.
-        type: int
-      keep_monthly:
-        description: Keep the newest backup of each of the N most recent months that have one.
-        type: int
   incomplete_grace:
     description:
       - Incomplete leftovers (C(.partial) entries, backups without a manifest) older than this are removed.
@@ -138,6 +127,7 @@ attributes:
     description: The backup is a new file; there is no before and after of one file to show.
 requirements:
   - psycopg2 (PostgreSQL stores)
+  - PyMySQL, and mariadb-dump or mysqldump plus the mariadb or mysql client (MySQL/MariaDB stores)
   - pg_dump, pg_restore and psql (PostgreSQL stores)
   - zstandard or the zstd command (for zstd compression)
 notes:
@@ -148,6 +138,12 @@ notes:
     make it take one extra backup; it never misses a committed change. The fingerprint is taken before the
     snapshot, so writes during a backup make the next run back up again.
   - PostgreSQL unchanged detection costs one sequential scan of each table (in the dump's snapshot).
+  - MySQL/MariaDB unchanged detection does not trust C(information_schema.tables.UPDATE_TIME) (InnoDB forgets it
+    on a restart). In one consistent snapshot taken before the dump, it hashes the table list, each table's
+    C(SHOW CREATE TABLE) (without the C(AUTO_INCREMENT) counter), C(COUNT(*)), C(CHECKSUM TABLE) (every row's
+    content) and the alembic revision, so any committed insert, update or delete makes a new backup; a table
+    whose checksum cannot be read disables skipping (when in doubt, back up). The cost is about one extra read
+    of every table. Writes between the fingerprint and the dump only make the next run back up again.
   - When the store is unchanged and O(verify) is not C(none), the newest backup's checksum is checked; a corrupt
     newest backup makes the module take a new one.
 seealso:
@@ -205,7 +201,7 @@ backup:
       description: sha256 of the file; for a directory, over its files' sha256 sums.
       type: str
     engine:
-      description: C(sqlite) or C(postgresql).
+      description: C(sqlite), C(postgresql) or C(mysql).
       type: str
     format:
       description: C(sqlite), C(custom), C(directory) or C(plain).
@@ -291,9 +287,11 @@ msg:
   type: str
 """
 
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.backups import check_jobs, grace_seconds
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, parse_duration
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import BackupOptions, run_backup
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import retention_argument_spec, retention_policy
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
@@ -304,12 +302,7 @@ def main():
         jobs=dict(type="int", default=1),
         compression=dict(type="str", choices=["auto", "zstd", "gzip", "none"], default="auto"),
         verify=dict(type="str", choices=["none", "checksum", "restore"], default="checksum"),
-        retention=dict(type="dict", default={}, options=dict(
-            keep_last=dict(type="int"),
-            keep_daily=dict(type="int"),
-            keep_weekly=dict(type="int"),
-            keep_monthly=dict(type="int"),
-        )),
+        retention=retention_argument_spec(),
         incomplete_grace=dict(type="str", default="1h"),
         force=dict(type="bool", default=False),
         prefix=dict(type="str", default="mlflow"),
@@ -322,19 +315,16 @@ def main():
 
 def run(module):
     params = module.params
-    if params["jobs"] < 1:
-        raise MaintenanceError("jobs must be at least 1")
-    for key, value in (params["retention"] or {}).items():
-        if value is not None and value < 0:
-            raise MaintenanceError("retention.%s must not be negative" % key)
+    check_jobs(params["jobs"])
     try:
-        grace = parse_duration(params["incomplete_grace"])
+        policy = retention_policy(params["retention"])
     except ValueError as exc:
-        raise MaintenanceError("incomplete_grace: %s" % exc)
+        raise MaintenanceError(str(exc))
+    grace = grace_seconds(params["incomplete_grace"])
     store = backend_store_from_module(module)
     opts = BackupOptions(params["dest"], fmt=params["format"], jobs=params["jobs"],
                          compression=params["compression"], verify=params["verify"],
-                         retention=params["retention"], incomplete_grace=grace, force=params["force"],
+                         retention=policy, incomplete_grace=grace, force=params["force"],
                          prefix=params["prefix"], lock_wait_timeout=params["lock_wait_timeout"],
                          deadline=params["deadline"] or None, db_connect_timeout=params["db_connect_timeout"],
                          mode=params["mode"])

@@ -17,6 +17,15 @@ description:
     optionally runs C(PRAGMA quick_check) or C(PRAGMA integrity_check) first, and reports the journal mode."
   - "PostgreSQL: runs C(VACUUM (ANALYZE)) in autocommit mode on the tables of O(schema) (MLflow's tables),
     with C(lock_timeout) and C(statement_timeout) set; optionally C(VACUUM FULL) and C(REINDEX TABLE)."
+  - "MySQL and MariaDB: C(OPTIMIZE TABLE) on the tables whose reclaimable space (C(DATA_FREE) in
+    C(information_schema.tables)) is at least O(min_free_mb) (and never below 8 MiB, which InnoDB keeps free in
+    a rebuilt table) and O(min_free_ratio) of the table's space; C(ANALYZE TABLE) (with O(analyze)) on the other
+    tables whose InnoDB statistics are stale (more than 10% of the rows modified since they were computed, from
+    C(information_schema.INNODB_SYS_TABLESTATS); needs the C(PROCESS) privilege, else only optimised tables are
+    analysed). On InnoDB, OPTIMIZE TABLE rebuilds the table online (C(ALTER TABLE ... FORCE)): reads and writes
+    go on during the rebuild, but it takes an exclusive metadata lock briefly at its start and end, waiting at
+    most O(lock_timeout_ms) (rounded up to seconds, C(lock_wait_timeout)) and blocking new queries of the table
+    while it waits; it needs free disk space for a copy of the table."
   - The heavy step runs only when enough space is reclaimable, so a second run reports C(changed=false).
     SQLite measures the share of free pages (C(PRAGMA freelist_count) over C(PRAGMA page_count));
     PostgreSQL counts dead tuples per table (C(n_dead_tup) in C(pg_stat_user_tables)).
@@ -35,11 +44,13 @@ options:
   min_free_ratio:
     description:
       - SQLite. Run C(VACUUM) only when free pages are at least this share (0 to 1) of all pages.
+      - MySQL. Run C(OPTIMIZE TABLE) only on tables whose C(DATA_FREE) is at least this share of their space.
     type: float
     default: 0.1
   min_free_mb:
     description:
       - SQLite. Run C(VACUUM) only when at least this many megabytes are reclaimable.
+      - MySQL. Run C(OPTIMIZE TABLE) only on tables with at least this many megabytes of C(DATA_FREE).
     type: float
     default: 1
   vacuum_margin_mb:
@@ -50,7 +61,8 @@ options:
   analyze:
     description:
       - Refresh planner statistics. SQLite runs C(ANALYZE) after a C(VACUUM), or when the database has
-        never been analyzed; PostgreSQL adds C(ANALYZE) to each C(VACUUM).
+        never been analyzed; PostgreSQL adds C(ANALYZE) to each C(VACUUM); MySQL runs C(ANALYZE TABLE) on tables
+        with stale statistics (C(OPTIMIZE TABLE) recomputes them anyway).
     type: bool
     default: true
   analysis_limit:
@@ -77,7 +89,7 @@ options:
     default: public
   tables:
     description:
-      - PostgreSQL. Limit the work to these tables of O(schema). By default every table of the schema.
+      - PostgreSQL and MySQL. Limit the work to these tables (of O(schema) for PostgreSQL). By default every table.
     type: list
     elements: str
   min_dead_tuples:
@@ -120,6 +132,8 @@ options:
     description:
       - PostgreSQL. C(lock_timeout) in milliseconds; a statement that waits longer for its lock fails
         instead of queueing the server's queries behind it.
+      - MySQL. C(lock_wait_timeout) of the session (rounded up to whole seconds) for the metadata locks of
+        C(OPTIMIZE TABLE).
     type: int
     default: 5000
   statement_timeout_ms:
@@ -136,6 +150,7 @@ attributes:
     description: There is no before and after of one file to show.
 requirements:
   - psycopg2 (PostgreSQL only)
+  - PyMySQL (MySQL/MariaDB only)
 notes:
   - Uses the backend store family (O(artifacts_destination) excepted). The tracking and S3 families are accepted for
     C(module_defaults) and ignored.
@@ -176,22 +191,22 @@ EXAMPLES = r"""
 
 RETURN = r"""
 engine:
-  description: C(sqlite) or C(postgresql).
+  description: C(sqlite), C(postgresql) or C(mysql).
   returned: always
   type: str
   sample: sqlite
-size_before:
+size_before_bytes:
   description: Database size in bytes before (SQLite file plus WAL; PostgreSQL C(pg_database_size)).
   returned: always
   type: int
   sample: 1073741824
-size_after:
+size_after_bytes:
   description: Database size in bytes afterwards; in check mode, the predicted size.
   returned: always
   type: int
   sample: 429496729
 reclaimed_bytes:
-  description: RV(size_before) minus RV(size_after), at least 0.
+  description: RV(size_before_bytes) minus RV(size_after_bytes), at least 0.
   returned: always
   type: int
   sample: 644245095
@@ -212,7 +227,7 @@ tables:
   description:
     - Per-table figures. SQLite - C(name), C(rows_estimate) (from C(sqlite_stat1), null before the first ANALYZE).
       PostgreSQL - C(name), C(vacuumed), C(n_live_tup), C(n_dead_tup_before), C(n_dead_tup_after),
-      C(size_before), C(size_after).
+      C(size_before_bytes), C(size_after_bytes).
   returned: always
   type: list
   elements: dict
@@ -242,11 +257,6 @@ integrity:
   returned: when engine is sqlite
   type: dict
   sample: {kind: quick, ok: true, messages: [ok]}
-elapsed_seconds:
-  description: Wall-clock seconds the module spent.
-  returned: always
-  type: float
-  sample: 12.4
 store:
   description: The backend store, with any password redacted.
   returned: always
@@ -256,11 +266,9 @@ store:
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize import (
-    PSYCOPG2_IMPORT_ERROR,
-    optimize_postgres,
-    optimize_sqlite,
-)
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize_mysql import optimize_mysql
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize_postgres import PSYCOPG2_IMPORT_ERROR, optimize_postgres
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize_sqlite import optimize_sqlite
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
 
@@ -301,6 +309,11 @@ def run(module):
             analyze=params["analyze"], analysis_limit=params["analysis_limit"],
             integrity_check=params["integrity_check"], margin_bytes=params["vacuum_margin_mb"] * 1024 * 1024,
             busy_timeout=params["busy_timeout"], require_mlflow=not params["allow_non_mlflow"])
+    elif store.is_mysql:
+        result = optimize_mysql(
+            store, check_mode=module.check_mode, tables=params["tables"], min_free_ratio=params["min_free_ratio"],
+            min_free_bytes=int(params["min_free_mb"] * 1024 * 1024), force=params["force"], analyze=params["analyze"],
+            lock_timeout_ms=params["lock_timeout_ms"], connect_timeout=params["db_connect_timeout"])
     else:
         module.require_lib("psycopg2", PSYCOPG2_IMPORT_ERROR)
         result = optimize_postgres(

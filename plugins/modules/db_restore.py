@@ -22,6 +22,15 @@ description:
   - B(PostgreSQL) is restored with C(pg_restore --clean --if-exists) (with O(jobs)), or C(psql) for plain dumps,
     into the store's database or into O(target_database), which is created when missing. The restored tables'
     row counts must equal those recorded at dump time.
+  - B(MySQL/MariaDB) is restored by replaying the plain SQL dump with the C(mariadb) (or C(mysql)) client, which
+    stops at the first error, into the store's database or into O(target_database) (created when missing; the
+    user needs the C(CREATE) privilege). With O(force=true) every table of the target is dropped first, so the
+    database is the backup's again; tables the backup does not hold (created after it, for example by a
+    migration, as MySQL DDL is not transactional) are listed in RV(dropped_tables).
+    The password reaches the client only through a temporary 0600
+    option file (C(--defaults-extra-file)). When the backup was verified by restoring it (C(verify=restore) of
+    db_backup), the restored row counts must equal the recorded ones; otherwise every table of the backup must
+    exist afterwards.
   - A target that already holds tables is only replaced with O(force=true).
   - Only a backup of the same store is restored (the identity db_backup records in the manifest; for SQLite the
     resolved real path of the database file, for PostgreSQL host, port and database). A backup of another store,
@@ -95,8 +104,8 @@ options:
     default: true
   target_database:
     description:
-      - PostgreSQL only. Restore into this database instead of the one in O(backend_store_uri); it is created when
-        missing (the role needs C(CREATEDB)).
+      - PostgreSQL and MySQL only. Restore into this database instead of the one in O(backend_store_uri); it is
+        created when missing (the role needs C(CREATEDB); the MySQL user the C(CREATE) privilege).
     type: str
   jobs:
     description:
@@ -160,7 +169,7 @@ restored:
       description: Its manifest.
       type: str
     engine:
-      description: C(sqlite) or C(postgresql).
+      description: C(sqlite), C(postgresql) or C(mysql).
       type: str
     format:
       description: Backup format.
@@ -196,6 +205,16 @@ owner:
   returned: when the store is SQLite
   type: dict
   sample: {uid: 65534, gid: 65534, mode: "0600"}
+dropped_tables:
+  description: MySQL only. Tables of the target that the backup does not hold, dropped (or in check mode to be
+    dropped) with O(force=true).
+  returned: when the store is MySQL
+  type: list
+  elements: str
+row_counts:
+  description: MySQL only. Rows per table of the restored database.
+  returned: when the store is MySQL and not in check mode
+  type: dict
 removed_partials:
   description: SQLite only. Stale temporary files of killed restores that were (or in check mode would be) removed.
   returned: when the store is SQLite
@@ -216,8 +235,9 @@ msg:
   type: str
 """
 
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.backups import check_jobs, grace_seconds
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, parse_duration
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_restore import run_restore
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 
@@ -242,15 +262,11 @@ def main():
 
 def run(module):
     params = module.params
-    if params["jobs"] < 1:
-        raise MaintenanceError("jobs must be at least 1")
+    check_jobs(params["jobs"])
     store = backend_store_from_module(module)
-    if params["target_database"] and not store.is_postgresql:
-        raise MaintenanceError("target_database applies to PostgreSQL stores only")
-    try:
-        grace = parse_duration(params["incomplete_grace"])
-    except ValueError as exc:
-        raise MaintenanceError("incomplete_grace: %s" % exc)
+    if params["target_database"] and store.is_sqlite:
+        raise MaintenanceError("target_database applies to PostgreSQL and MySQL stores only")
+    grace = grace_seconds(params["incomplete_grace"])
     return run_restore(store, params["src"], force=params["force"], keep_previous=params["keep_previous"],
                        target_database=params["target_database"], jobs=params["jobs"],
                        deadline=params["deadline"] or None, db_connect_timeout=params["db_connect_timeout"],

@@ -63,7 +63,11 @@ attributes:
 requirements:
   - mlflow (in the interpreter that runs the module)
   - psycopg2 (PostgreSQL only)
+  - PyMySQL (MySQL/MariaDB only)
 notes:
+  - "MySQL/MariaDB: MLflow's own basic-auth migration cannot create the auth database's tables there (two foreign
+    keys named C(fk_user_id), U(https://github.com/mlflow/mlflow/issues/9642)); O(state=upgraded) then fails
+    with MLflow's error (one line, no traceback)."
   - Uses the backend store family (O(artifacts_destination) excepted). The tracking and S3 families are accepted for
     C(module_defaults) and ignored.
   - MLflow's migrations are not guaranteed to be transactional. Take a backup first
@@ -151,8 +155,8 @@ python:
   returned: always
   type: str
   sample: /srv/mlflow/venv/bin/python
-migration_seconds:
-  description: Seconds each migration took.
+migration_duration_s:
+  description: Wall-clock seconds each migration took.
   returned: always
   type: dict
   sample: {tracking: 4.2}

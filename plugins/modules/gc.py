@@ -129,6 +129,8 @@ requirements:
   - mlflow (on the host the module runs on)
   - sqlalchemy
   - psycopg2 or psycopg, for PostgreSQL stores
+  - PyMySQL, for MySQL/MariaDB stores (every table that references runs or logged models is read from the live
+    schema and deleted first, so MySQL foreign keys without ON DELETE CASCADE never fail the purge)
   - boto3, for S3 artifact stores
 notes:
   - Uses the backend store family, O(tracking_uri) of the tracking family, and the S3 family (for an C(s3://)
@@ -189,6 +191,10 @@ logged_model_ids:
   returned: always
   type: list
   elements: str
+logged_model_ids_truncated:
+  description: Whether RV(logged_model_ids) was cut at O(run_ids_limit).
+  returned: always
+  type: bool
 purged_jobs:
   description: Finished job records deleted (O(jobs) or O(job_ids)).
   returned: always
@@ -213,16 +219,22 @@ run_ids_truncated:
   returned: always
   type: bool
 failures:
-  description: Runs or experiments that could not be purged (at most 100), with the reason; they keep their rows.
+  description:
+    - Runs, experiments, logged models or jobs that could not be purged (the first 100), as C(id), C(kind) and C(msg);
+      they keep their rows.
   returned: always
   type: list
   elements: dict
-  sample: [{run_id: 0a1b2c, error: "artifacts: ClientError: Access Denied"}]
-failed:
-  description: How many runs or experiments could not be purged.
+  sample: [{id: 0a1b2c, kind: run, msg: "artifacts: ClientError: Access Denied"}]
+failure_count:
+  description: How many runs, experiments, logged models or jobs could not be purged.
   returned: always
   type: int
-bytes_freed:
+failures_truncated:
+  description: Whether RV(failures) lists only the first 100.
+  returned: always
+  type: bool
+freed_bytes:
   description: Bytes of artifacts deleted; null in check mode or when an artifact repository does not tell.
   returned: always
   type: int
@@ -236,6 +248,10 @@ undated_run_ids:
   returned: always
   type: list
   elements: str
+undated_run_ids_truncated:
+  description: Whether RV(undated_run_ids) lists only the first 100.
+  returned: always
+  type: bool
 duration_s:
   description: Wall-clock seconds the module took.
   returned: always

@@ -141,6 +141,10 @@ protected_model_ids:
   returned: always
   type: list
   elements: str
+model_ids_truncated:
+  description: Whether RV(model_ids) or RV(protected_model_ids) was cut at O(model_ids_limit).
+  returned: always
+  type: bool
 deleted_per_experiment:
   description: Models deleted per experiment id (C(<workspace>/<id>) when workspaces are used).
   returned: always
@@ -158,6 +162,10 @@ failure_count:
   description: How many models could not be deleted.
   returned: always
   type: int
+failures_truncated:
+  description: Whether RV(failures) lists only the first 50.
+  returned: always
+  type: bool
 duration_s:
   description: Wall-clock seconds the module took.
   returned: always
@@ -169,7 +177,7 @@ import time
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.logged_models import run_logged_models_cleanup
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import (
-    DEFAULT_KEEP_TAG,
+    cleanup_argument_spec,
     normalise_workspaces,
     tracking_targets,
     validate_common,
@@ -179,13 +187,9 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking imp
 
 
 def main():
-    argument_spec = dict(
-        older_than=dict(type="str"),
-        experiments=dict(type="list", elements="str"),
-        filter=dict(type="str"),
-        keep_tag=dict(type="str", default=DEFAULT_KEEP_TAG, no_log=False),
+    argument_spec = cleanup_argument_spec(
+        10000,
         protect_registered=dict(type="bool", default=True),
-        max_delete=dict(type="int", default=10000),
         concurrency=dict(type="int", default=8),
         model_ids_limit=dict(type="int", default=1000),
     )

@@ -13,7 +13,8 @@ module: runs_cleanup
 short_description: Soft-delete old MLflow runs, reap stale RUNNING runs, or undo a cleanup
 version_added: 0.1.0
 description:
-  - Retention cleanup of an MLflow tracking server through its REST API (it never imports mlflow).
+  - Retention cleanup of an MLflow tracking server through its REST API (it never imports mlflow), or, with
+    O(method=database), directly in its backend store.
   - Selects runs on the server with a search filter (C(attributes.start_time < <ms>) or
     C(attributes.end_time < <ms>), the chosen statuses, and O(filter)), pages through every result,
     and soft-deletes the selected runs with bounded concurrency.
@@ -113,6 +114,29 @@ options:
       - V(0) lists none; a negative value fails the task.
     type: int
     default: 1000
+  method:
+    description:
+      - V(rest) works through the tracking server's REST API (O(tracking_uri)); one request per run.
+      - V(database) works directly in the backend store (O(backend_store_uri); SQLite, PostgreSQL, MySQL), at the
+        database's speed, with the same selection, protections, O(max_delete) check, reaping and undo. It sets
+        C(lifecycle_stage) and C(deleted_time) (cleared on restore) exactly as MLflow's own store does, so MLflow,
+        C(mlflow gc) and M(mlflowops.maintenance.gc) treat the runs alike.
+      - With V(database), O(filter) is translated to SQL when it holds only C(<type>.<key> <comparator> <value>)
+        clauses joined by AND on tags and params (C(=), C(!=), C(LIKE), C(ILIKE)), metrics (C(=), C(!=), C(<), C(<=),
+        C(>), C(>=)) and the attributes C(start_time), C(end_time), C(status), C(run_name), C(run_id), C(user_id),
+        C(artifact_uri); anything else (C(IN), C(IS NULL), datasets) fails before any change, naming the clause.
+      - With V(database), a selected run that assessments name as their source (MLflow deletes those assessments
+        with the run) fails the task before any change; use V(rest) for those.
+      - With V(database), the changes go in transactions of O(batch_size) runs, so the server keeps serving;
+        O(deadline) is checked between them, and a stop reports what was committed. O(concurrency) is ignored.
+    type: str
+    choices: [rest, database]
+    default: rest
+  batch_size:
+    description:
+      - Runs changed per transaction by O(method=database). At least V(1). Ignored by O(method=rest).
+    type: int
+    default: 1000
 attributes:
   check_mode:
     support: full
@@ -122,8 +146,14 @@ attributes:
     description: Results list the affected run ids instead of a diff.
 requirements:
   - requests >= 2.25
+  - SQLAlchemy and the database driver (psycopg2 or psycopg, PyMySQL) for O(method=database)
 notes:
-  - Uses the tracking family. The backend store and S3 families are accepted for C(module_defaults) and ignored.
+  - O(method=rest) uses the tracking family; O(method=database) uses the backend store family (and the
+    C(workspace) option of the tracking family). The S3 family is accepted for C(module_defaults) and ignored.
+  - With O(method=rest) and O(workspace) set to a list or V(all), the cleanup runs in each of those workspaces of a
+    server started with C(--enable-workspaces) (on a server without workspaces it fails before any change); the whole
+    selection over every workspace is counted first, so O(max_delete) fails before any change, and the results sum
+    the workspaces (RV(per_workspace)).
   - A second identical invocation reports C(changed=false).
   - Runs deleted by this module stay restorable until M(mlflowops.maintenance.gc) purges them.
 seealso:
@@ -152,6 +182,14 @@ EXAMPLES = r"""
     tracking_uri: http://127.0.0.1:5000
     reap_running_after: 1d
     older_than: 90d
+
+- name: Clean 100,000 runs at the database's speed, straight in the backend store
+  mlflowops.maintenance.runs_cleanup:
+    method: database
+    backend_store_uri: postgresql://mlflow@db.example.com/mlflow
+    db_password: "{{ mlflow_db_password }}"
+    older_than: 90d
+    max_delete: 200000
 
 - name: Undo a cleanup before gc runs
   mlflowops.maintenance.runs_cleanup:
@@ -216,10 +254,37 @@ search_filter:
   type: str
   sample: "attributes.start_time < 1793000000000 AND attributes.status != 'RUNNING' AND attributes.status != 'SCHEDULED'"
 failures:
-  description: Runs whose request failed with an error other than a lost server (for example HTTP 403), with the reason.
+  description: Runs whose request failed with an error other than a lost server (for example HTTP 403), as C(id) and C(msg).
   returned: always
   type: list
   elements: dict
+  sample: [{id: 0a1b2c, msg: "HTTP 403: PERMISSION_DENIED"}]
+method:
+  description: V(database) when the backend store was changed directly.
+  returned: with O(method=database)
+  type: str
+transactions:
+  description: Transactions committed by O(method=database).
+  returned: with O(method=database)
+  type: int
+failure_count:
+  description: How many runs could not be changed.
+  returned: always
+  type: int
+failures_truncated:
+  description: Whether RV(failures) lists only the first 50.
+  returned: always
+  type: bool
+workspaces:
+  description: The workspaces cleaned, when O(workspace) is a list or V(all).
+  returned: when O(workspace) names several workspaces
+  type: list
+  elements: str
+per_workspace:
+  description: C(deleted), C(restored) and C(reaped) per workspace, when O(workspace) is a list or V(all).
+  returned: when O(workspace) names several workspaces
+  type: dict
+  sample: {team-a: {deleted: 120, restored: 0, reaped: 1}}
 duration_s:
   description: Wall-clock seconds the module took.
   returned: always
@@ -227,12 +292,21 @@ duration_s:
   sample: 14.2
 """
 
+import os
+import time
+
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import (
     DEFAULT_KEEP_TAG,
     DEFAULT_STATUSES,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_job import run_cleanup
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk import run_cleanup_database
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk_sql import SQLALCHEMY_IMPORT_ERROR
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_job import run_cleanup_in_workspaces
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import validate_cleanup_options
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import normalise_workspaces, tracking_targets
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import TrackingClient
 
 
@@ -251,13 +325,31 @@ def main():
         concurrency=dict(type="int", default=8),
         reap_running_after=dict(type="str"),
         run_ids_limit=dict(type="int", default=1000),
+        method=dict(type="str", choices=["rest", "database"], default="rest"),
+        batch_size=dict(type="int", default=1000),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("tracking",))
+    module = MlflowOpsModule(argument_spec=argument_spec)
+    database = module.params["method"] == "database"
+    module.require("store" if database else "tracking")
+    if database:
+        module.require_lib("sqlalchemy", SQLALCHEMY_IMPORT_ERROR)
 
     def job():
-        client = TrackingClient.from_module(module, pool_size=max(16, module.params["concurrency"] * 2),
-                                            deadline=module.deadline)
-        return run_cleanup(module.params, client, check_mode=module.check_mode, deadline=module.deadline)
+        if database:
+            if module.params["batch_size"] < 1:
+                raise MaintenanceError("batch_size must be at least 1, got %d; nothing was changed" % module.params["batch_size"])
+            store = backend_store_from_module(module)
+            if store.is_sqlite and not os.path.isfile(store.path):
+                raise MaintenanceError("the SQLite backend store %s does not exist; nothing was changed" % store.path)
+            return run_cleanup_database(module.params, store.sqlalchemy_url(), check_mode=module.check_mode,
+                                        deadline=module.deadline, chunk_size=module.params["batch_size"],
+                                        connect_timeout=module.params["db_connect_timeout"])
+        # Every option is checked before the first request (listing the workspaces is one).
+        validate_cleanup_options(module.params, int(time.time() * 1000))
+        normalise_workspaces(module.params.get("workspace"))
+        targets = tracking_targets(module, TrackingClient.from_module, pool_size=max(16, module.params["concurrency"] * 2),
+                                   deadline=module.deadline)
+        return run_cleanup_in_workspaces(module.params, targets, check_mode=module.check_mode, deadline=module.deadline)
 
     module.run(job)
 

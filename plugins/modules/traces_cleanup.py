@@ -148,6 +148,10 @@ failure_count:
   description: How many delete requests failed.
   returned: always
   type: int
+failures_truncated:
+  description: Whether RV(failures) lists only the first 50.
+  returned: always
+  type: bool
 duration_s:
   description: Wall-clock seconds the module took.
   returned: always
@@ -158,7 +162,7 @@ import time
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import (
-    DEFAULT_KEEP_TAG,
+    cleanup_argument_spec,
     normalise_workspaces,
     tracking_targets,
     validate_common,
@@ -168,14 +172,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking imp
 
 
 def main():
-    argument_spec = dict(
-        older_than=dict(type="str"),
-        experiments=dict(type="list", elements="str"),
-        filter=dict(type="str"),
-        keep_tag=dict(type="str", default=DEFAULT_KEEP_TAG, no_log=False),
-        max_delete=dict(type="int", default=100000),
-        batch_size=dict(type="int", default=1000),
-    )
+    argument_spec = cleanup_argument_spec(100000, batch_size=dict(type="int", default=1000))
     module = MlflowOpsModule(argument_spec=argument_spec, requires=("tracking",))
 
     def job():

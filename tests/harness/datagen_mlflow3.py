@@ -155,3 +155,28 @@ def write_model_artifacts(artifacts_destination, info, files):
         with open(path, "wb") as handle:
             handle.write(data)
     return base
+
+
+def add_trace_tags(backend_store_uri, tags_by_trace):
+    """Tags written straight into ``trace_tags`` ({trace_id: {key: value}}), for the ones the REST API keeps
+    immutable (``mlflow.trace.archiveLocation``, ``mlflow.trace.spansLocation``): an archived trace, as MLflow's
+    archival leaves it."""
+    import sqlalchemy  # pylint: disable=import-outside-toplevel
+    engine = _engine(backend_store_uri)
+    meta = sqlalchemy.MetaData()
+    meta.reflect(engine, only=["trace_tags"])
+    table = meta.tables["trace_tags"]
+    try:
+        with engine.begin() as connection:
+            for trace_id, tags in tags_by_trace.items():
+                for key, value in tags.items():
+                    connection.execute(table.delete().where(table.c.request_id == trace_id).where(table.c.key == key))
+                    connection.execute(table.insert(), [dict(key=key, value=str(value), request_id=trace_id)])
+    finally:
+        engine.dispose()
+
+
+def archive_location(server_url, experiment_id, trace_id):
+    """The ``mlflow-artifacts:`` URI where MLflow's archival puts a trace's span payload (``traces.pb``)."""
+    experiment = api(server_url, "experiments/get?experiment_id=%s" % experiment_id)["experiment"]
+    return "%s/traces/%s/artifacts" % (experiment["artifact_location"].rstrip("/"), trace_id)

@@ -209,6 +209,100 @@ class PostgresCluster(Service):
         return "%s://%s:%s@127.0.0.1:%d/%s" % (driver, user, password, self.port, database)
 
 
+class MariaDBServer(Service):
+    """A throwaway MariaDB server from Debian's packages: own datadir, free loopback port, password auth.
+
+    ``root`` has a random password over TCP; ``create_database`` makes a database and a user with a password
+    that may hold shell and URI special characters (quoted in URIs).
+    """
+
+    name = "mariadb"
+
+    def __init__(self, root=None):
+        super().__init__(root)
+        os.chmod(self.root, 0o755)
+        self.port = free_port()
+        self.datadir = os.path.join(self.root, "data")
+        self.socket = os.path.join(self.root, "mysqld.sock")
+        self.root_password = "root-" + secrets.token_hex(8)
+        self.as_root = os.geteuid() == 0
+
+    def start(self):
+        mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        install = shutil.which("mariadb-install-db")
+        if not os.path.exists(mariadbd) or not install:
+            raise RuntimeError("MariaDB server binaries are missing: apt-get install -y mariadb-server mariadb-client")
+        user = ["--user=mysql"] if self.as_root else []
+        if self.as_root:
+            os.makedirs(self.datadir, exist_ok=True)
+            uid = pwd.getpwnam("mysql")
+            for path in (self.root, self.datadir):
+                os.chown(path, uid.pw_uid, uid.pw_gid)
+        subprocess.run([install, "--no-defaults", "--datadir=%s" % self.datadir, "--auth-root-authentication-method=normal",
+                        "--skip-test-db"] + user, check=True, capture_output=True, text=True)
+        self._spawn([mariadbd, "--no-defaults", "--datadir=%s" % self.datadir, "--port=%d" % self.port,
+                     "--bind-address=127.0.0.1", "--socket=%s" % self.socket, "--skip-name-resolve",
+                     "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin",
+                     "--innodb-log-file-size=48M", "--max-connections=200", "--log-error=%s" % os.path.join(
+                         self.root, "error.log"), "--pid-file=%s" % os.path.join(self.root, "mysqld.pid")] + user)
+        self.log_path = os.path.join(self.root, "error.log")
+        wait_until(lambda: os.path.exists(self.socket) and self._admin_ping(), 90, "mariadb server",
+                   self.process, self.log_path)
+        self.sql("ALTER USER 'root'@'localhost' IDENTIFIED BY '%s'" % self.root_password, password="")
+        self.sql("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '%s'" % self.root_password)
+        self.sql("ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '%s'" % self.root_password)
+        self.sql("GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
+        return self
+
+    def _admin_ping(self):
+        self.sql("SELECT 1", password="")
+        return True
+
+    def connect(self, database=None, password=None):
+        import pymysql  # pylint: disable=import-outside-toplevel
+        return pymysql.connect(unix_socket=self.socket, user="root",
+                               password=self.root_password if password is None else password,
+                               database=database, autocommit=True, connect_timeout=5)
+
+    def sql(self, statement, database=None, password=None, args=None):
+        """Run one statement as root over the socket; returns all rows."""
+        conn = self.connect(database, password)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def create_database(self, name, user=None, password=None, grant_all=True):
+        """A database and a user with every privilege on it (and on *.* with ``grant_all`` for scratch databases)."""
+        user = user or ("u_" + name)[:32]
+        password = password or "pw-" + secrets.token_hex(6)
+        self.sql("CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8mb4" % name)
+        self.sql("CREATE USER IF NOT EXISTS %s@'127.0.0.1' IDENTIFIED BY %s", args=(user, password))
+        self.sql("ALTER USER %s@'127.0.0.1' IDENTIFIED BY %s", args=(user, password))
+        self.sql("GRANT ALL PRIVILEGES ON %s TO %%s@'127.0.0.1'" % ("*.*" if grant_all else "`%s`.*" % name),
+                 args=(user,))
+        return self.uri(name, user, password)
+
+    def uri(self, database, user, password, driver="mysql+pymysql"):
+        from urllib.parse import quote  # pylint: disable=import-outside-toplevel
+        return "%s://%s:%s@127.0.0.1:%d/%s" % (driver, quote(user, safe=""), quote(password, safe=""), self.port,
+                                               database)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self in _LIVE:
+            _LIVE.remove(self)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class MotoS3(Service):
     """moto's standalone S3 server over real HTTP on loopback."""
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from harness.services import MlflowServer, MotoS3, PostgresCluster
+from harness.services import MariaDBServer, MlflowServer, MotoS3, PostgresCluster
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +13,24 @@ def postgres():
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """A throwaway MariaDB server (Debian's mariadb-server) on a free loopback port, password auth."""
+    server = MariaDBServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_mariadb(mariadb, tmp_path_factory):
+    """MLflow on MariaDB through PyMySQL (a password with URI-special characters), local artifacts."""
+    uri = mariadb.create_database("mlflow_tracking", password="pw:/@#%s" % os.urandom(4).hex())
+    server = MlflowServer(backend_store_uri=uri,
+                          artifacts_destination=str(tmp_path_factory.mktemp("mariadb-artifacts"))).start(timeout=300)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

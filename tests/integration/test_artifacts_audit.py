@@ -1,14 +1,12 @@
 # -*- coding: utf-8 -*-
 """artifacts_audit through Ansible against real MLflow servers: artifacts on disk and in S3."""
 
-import json
 import os
 import shutil
-import tempfile
 import uuid
 
 from harness import datagen
-from harness.runner import run_playbook
+from harness.plays import module_play
 
 FILES = {"model/weights.bin": b"w" * 300, "metrics.json": b"{}"}
 
@@ -23,20 +21,7 @@ def populate(server, s3_client=None):
     return experiment_id, run_ids
 
 
-def play(*tasks):
-    """Run several artifacts_audit tasks in one ansible-playbook: ``(name, args[, task keywords])``."""
-    body = []
-    for task in tasks:
-        entry = {"name": task[0], "mlflowops.maintenance.artifacts_audit": task[1], "ignore_errors": True}
-        entry.update(task[2] if len(task) > 2 else {})
-        body.append(entry)
-    with tempfile.NamedTemporaryFile("w", prefix="mlflowops-play-", suffix=".json", delete=False) as handle:
-        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": body}], handle)
-    try:
-        run = run_playbook(handle.name)
-    finally:
-        os.unlink(handle.name)
-    return dict((task[0], dict(run.task(task[0])["result"], _status=run.task(task[0])["status"])) for task in tasks), run
+play = module_play("artifacts_audit")
 
 
 def test_audit_local_store_finds_orphan_missing_and_deleted_runs(mlflow_sqlite, tmp_path):

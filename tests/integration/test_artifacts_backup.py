@@ -5,14 +5,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 
 import pytest
 
 from harness import datagen
-from harness.runner import run_module, run_playbook
+from harness.plays import module_play
+from harness.runner import run_module
 from harness.services import MotoS3, SilentListener, closed_port_url
 
 OBJECTS = 2500
@@ -107,30 +107,7 @@ def source_bucket(moto_s3):
     return bucket
 
 
-def play(*tasks, **kwargs):
-    """Run several artifacts_backup tasks in one ansible-playbook (start-up paid once).
-
-    Each task is ``(name, args)`` or ``(name, args, {"check_mode": True})``; failures do not stop the play.
-    Returns ({name: result}, run).
-    """
-    body = []
-    for task in tasks:
-        name, args = task[0], task[1]
-        entry = {"name": name, "mlflowops.maintenance.artifacts_backup": args, "ignore_errors": True}
-        entry.update(task[2] if len(task) > 2 else {})
-        body.append(entry)
-    plays = [{"hosts": "localhost", "gather_facts": False, "tasks": body}]
-    with tempfile.NamedTemporaryFile("w", prefix="mlflowops-play-", suffix=".json", delete=False) as handle:
-        json.dump(plays, handle)
-    try:
-        run = run_playbook(handle.name, **kwargs)
-    finally:
-        os.unlink(handle.name)
-    results = {}
-    for task in tasks:
-        record = run.task(task[0])
-        results[task[0]] = dict(record["result"], _status=record["status"])
-    return results, run
+play = module_play("artifacts_backup")
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +131,7 @@ def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_b
     assert first["_status"] == "ok", run.stdout
     assert first["changed"] is True
     assert first["copied"] == OBJECTS
-    assert first["error_count"] == 0
+    assert first["failure_count"] == 0 and first["failures"] == []
     copied = keys_under(client, dest_bucket, "backup/")
     assert len(copied) == OBJECTS
     source = sorted(key[len("mlflow/"):] for key in keys_under(client, source_bucket, "mlflow/"))
@@ -170,8 +147,8 @@ def test_s3_to_s3_copies_every_object_and_rerun_copies_nothing(moto_s3, source_b
         assert copied_sha == object_sha256(moto_s3, source_bucket, "mlflow/" + key), key
     assert second["_status"] == "ok"
     assert second["changed"] is False
-    assert second["copied"] == 0 and second["bytes_copied"] == 0
-    assert second["unchanged"] == OBJECTS
+    assert second["copied"] == 0 and second["copied_bytes"] == 0
+    assert second["unchanged_count"] == OBJECTS
 
 
 def test_s3_to_local_copies_every_object_and_rerun_copies_nothing(moto_s3, source_bucket, tmp_path):
@@ -199,7 +176,7 @@ def test_s3_to_local_copies_every_object_and_rerun_copies_nothing(moto_s3, sourc
         assert file_sha256(os.path.join(dest, sample)) == expected, sample
         assert manifest["files"][sample]["sha256"] == expected
     assert second["_status"] == "ok"
-    assert second["changed"] is False and second["copied"] == 0 and second["bytes_copied"] == 0
+    assert second["changed"] is False and second["copied"] == 0 and second["copied_bytes"] == 0
 
 
 def test_checksum_catches_same_size_change_and_verify_reports_removed(moto_s3, small_bucket, tmp_path):
@@ -260,11 +237,11 @@ def test_check_mode_writes_nothing(moto_s3, small_bucket, tmp_path):
     for result in results.values():
         assert result["_status"] == "ok", run.stdout
         assert result["changed"] is True
-        assert result["bytes_copied"] > 0
+        assert result["copied_bytes"] > 0
     for name in ("to s3", "to local", "snapshot"):
         assert results[name]["copied"] == 40
     # Content-addressed by ETag: the 40 objects hold 4 distinct contents.
-    assert results["s3 snapshot"]["copied"] == 4 and results["s3 snapshot"]["unchanged"] == 36
+    assert results["s3 snapshot"]["copied"] == 4 and results["s3 snapshot"]["unchanged_count"] == 36
     assert keys_under(client, dest_bucket, "") == []
     assert not os.path.exists(local) and not os.path.exists(local + "-snap")
 
@@ -315,7 +292,7 @@ def test_local_snapshots_share_inodes_and_retention(tmp_path):
     src = str(tmp_path / "src")
     make_tree(src, count=6)
     repo = str(tmp_path / "snapshots")
-    args = {"src": src, "dest": repo, "mode": "snapshot", "keep_last": 2}
+    args = {"src": src, "dest": repo, "mode": "snapshot", "retention": {"keep_last": 2}}
     results, run = play(("first", args), ("unchanged", args))
     first, unchanged = results["first"], results["unchanged"]
     assert first["changed"] is True and first["snapshot_created"] is True and first["copied"] == 6, run.stdout
@@ -361,7 +338,7 @@ def test_s3_snapshot_is_content_addressed_and_restores(moto_s3, tmp_path):
                         ("restore", dict(s3_args(moto_s3), src="s3://%s/snaps" % bucket, src_snapshot="latest",
                                          dest=restored)))
     second = results["second"]
-    assert second["snapshot_created"] is True and second["copied"] == 1 and second["unchanged"] == 7, run.stdout
+    assert second["snapshot_created"] is True and second["copied"] == 1 and second["unchanged_count"] == 7, run.stdout
     client = moto_s3.client()
     assert len(keys_under(client, bucket, "snaps/blobs/")) == 9
     assert len(keys_under(client, bucket, "snaps/snapshots/")) == 2

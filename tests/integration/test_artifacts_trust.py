@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness.faults import TrickleServer
-from harness.runner import run_playbook
+from harness.plays import module_play
 from harness.services import MotoS3
 
 MANIFEST = ".mlflowops-manifest.json"
@@ -23,25 +23,7 @@ def s3_args(moto):
                 region=moto.region)
 
 
-def play(*tasks, **kwargs):
-    """Several artifacts_backup tasks in one ansible-playbook; ({name: result}, run)."""
-    import tempfile
-    body = []
-    for task in tasks:
-        entry = {"name": task[0], "mlflowops.maintenance.artifacts_backup": task[1], "ignore_errors": True}
-        entry.update(task[2] if len(task) > 2 else {})
-        body.append(entry)
-    with tempfile.NamedTemporaryFile("w", prefix="mlflowops-play-", suffix=".json", delete=False) as handle:
-        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": body}], handle)
-    try:
-        run = run_playbook(handle.name, **kwargs)
-    finally:
-        os.unlink(handle.name)
-    results = {}
-    for task in tasks:
-        record = run.task(task[0])
-        results[task[0]] = dict(record["result"], _status=record["status"])
-    return results, run
+play = module_play("artifacts_backup")
 
 
 def write(path, data=b"x"):
@@ -253,8 +235,8 @@ def test_invalid_options_fail_before_any_side_effect(moto_s3, tmp_path):
     bucket = moto_s3.create_bucket()
     s3 = s3_args(moto_s3)
     cases = {
-        "keep_last -1": ({"src": src, "dest": dest, "mode": "snapshot", "keep_last": -1}, "keep_last"),
-        "keep_daily -2": ({"src": src, "dest": dest, "mode": "snapshot", "keep_daily": -2}, "keep_daily"),
+        "keep_last -1": ({"src": src, "dest": dest, "mode": "snapshot", "retention": {"keep_last": -1}}, "keep_last"),
+        "keep_daily -2": ({"src": src, "dest": dest, "mode": "snapshot", "retention": {"keep_daily": -2}}, "keep_daily"),
         "concurrency 0": ({"src": src, "dest": dest, "concurrency": 0}, "concurrency"),
         "dotdot prefix": (dict(s3, src=src, dest="s3://%s/a/../x" % bucket), "'..'"),
         "empty component": (dict(s3, src=src, dest="s3://%s/a//x" % bucket), "empty"),

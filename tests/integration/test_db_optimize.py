@@ -71,9 +71,9 @@ def test_sqlite_vacuum_shrinks_after_mass_deletion_and_is_idempotent(sqlite_stor
     assert first["_status"] == "ok", first
     assert first["changed"] is True
     assert first["actions"] == ["quick_check", "vacuum", "analyze"]
-    assert first["size_after"] < first["size_before"] * 0.5
-    assert first["reclaimed_bytes"] == first["size_before"] - first["size_after"]
-    assert os.path.getsize(path) == first["size_after"]
+    assert first["size_after_bytes"] < first["size_before_bytes"] * 0.5
+    assert first["reclaimed_bytes"] == first["size_before_bytes"] - first["size_after_bytes"]
+    assert os.path.getsize(path) == first["size_after_bytes"]
     # The file itself shrank and holds no free pages any more: VACUUM really ran.
     assert os.path.getsize(path) < size_deleted * 0.5
     after = sqlite_pages(path)
@@ -93,7 +93,7 @@ def test_sqlite_vacuum_shrinks_after_mass_deletion_and_is_idempotent(sqlite_stor
 
 def test_sqlite_bad_inputs_change_nothing(tmp_path, sqlite_store):
     server, _run_ids = sqlite_store
-    wrong, _run = run_module("db_optimize", {"backend_store_uri": "mysql://u@h/db"})
+    wrong, _run = run_module("db_optimize", {"backend_store_uri": "mssql://u@h/db"})
     assert wrong["_status"] == "failed" and "not supported" in wrong["msg"]
 
     missing = tmp_path / "nowhere" / "mlflow.db"

@@ -96,7 +96,7 @@ def test_upgraded_in_check_mode_then_for_real_then_idempotent(old_copy):
     assert migrated["before"]["tracking"]["current_revision"] == old_revision
     assert revision(db) == migrated["tracking"]["head_revision"] == planned["tracking"]["head_revision"]
     assert revision(auth, "alembic_version_auth") == migrated["auth"]["head_revision"]
-    assert migrated["migration_seconds"]["tracking"] > 0
+    assert migrated["migration_duration_s"]["tracking"] > 0
 
     again, _run = run_module("db_schema", args)
     assert again["changed"] is False and again["migrated"] == [] and again["at_head"] is True
@@ -125,7 +125,7 @@ def test_bad_inputs(tmp_path):
     sqlite3.connect(str(empty)).close()
     result, _run = run_module("db_schema", {"backend_store_uri": "sqlite:///%s" % empty, "state": "upgraded"})
     assert result["_status"] == "failed" and "no MLflow tracking tables" in result["msg"]
-    result, _run = run_module("db_schema", {"backend_store_uri": "mysql://x@y/z"})
+    result, _run = run_module("db_schema", {"backend_store_uri": "mssql://x@y/z"})
     assert result["_status"] == "failed" and "not supported" in result["msg"]
 
 

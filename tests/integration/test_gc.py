@@ -86,7 +86,7 @@ def test_gc_sqlite_disk_rows_artifacts_undated_check_mode_and_idempotence(mlflow
     result, _run = run_module("gc", args)
     assert result["_status"] == "ok", result.get("msg")
     assert result["purged_runs"] == 151 and result["failures"] == [] and result["changed"] is True
-    assert result["bytes_freed"] == 151 * FILE_BYTES
+    assert result["freed_bytes"] == 151 * FILE_BYTES
     assert not any(os.path.exists(path) for path in files_on_disk)
     assert count_rows(reader, purged) == dict((table, 0) for table in RUN_TABLES + ("runs", "inputs"))
     assert not any(os.path.exists(os.path.dirname(run_dir(run_id).rstrip("/"))) for run_id in purged)
@@ -158,7 +158,7 @@ def test_gc_postgres_s3(mlflow_pg_s3, postgres, moto_s3):
     result, run = run_module("gc", args, module_env=moto_s3.env, verbosity=3)
     assert result["_status"] == "ok", result.get("msg")
     assert result["purged_runs"] == 100 and result["failures"] == []
-    assert result["bytes_freed"] == 100 * FILE_BYTES
+    assert result["freed_bytes"] == 100 * FILE_BYTES
     password = server.backend_store_uri.split(":", 2)[2].split("@", 1)[0]
     assert password not in run.stdout + run.stderr
     assert reader.scalar("SELECT count(*) FROM runs WHERE experiment_id = %s" % exp) == 5

@@ -115,7 +115,7 @@ def test_gc_purges_logged_models_rows_artifacts_jobs_then_mlflow_gc_finds_nothin
     result, _run = run_module("gc", args)
     assert result["_status"] == "ok", result.get("msg")
     assert result["purged_logged_models"] == 4 and result["purged_jobs"] == 3 and result["failure_count"] == 0
-    assert result["bytes_freed"] == 4 * sum(len(data) for data in FILES.values())
+    assert result["freed_bytes"] == 4 * sum(len(data) for data in FILES.values())
     assert model_rows(reader, old + [gone_info["model_id"]]) == dict((t, 0) for t in before)
     for info in infos[:3] + [gone_info]:
         artifact_dir = gen.model_artifact_dir(dest, info)

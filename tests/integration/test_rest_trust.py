@@ -6,36 +6,18 @@ remove_orphans that deletes nothing live however the destination or the runs' lo
 Outcomes are checked on disk and in the backend store, not only in the module's report.
 """
 
-import json
 import os
 import sqlite3
-import tempfile
 import time
 import uuid
 
 from harness import datagen
 from harness.faults import ErrorServer, TrickleServer, refused_url
 from harness.lifecycle import StoreReader
-from harness.runner import run_playbook
+from harness.plays import play
 
 DAY = datagen.DAY_MS
 FILES = {"model/weights.bin": b"w" * 300, "metrics.json": b"{}"}
-
-
-def play(*tasks):
-    """Several tasks in one ansible-playbook: ``(name, module, args[, keywords])`` -> {name: result}, run."""
-    body = []
-    for task in tasks:
-        entry = {"name": task[0], "mlflowops.maintenance." + task[1]: task[2], "ignore_errors": True}
-        entry.update(task[3] if len(task) > 3 else {})
-        body.append(entry)
-    with tempfile.NamedTemporaryFile("w", prefix="mlflowops-play-", suffix=".json", delete=False) as handle:
-        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": body}], handle)
-    try:
-        run = run_playbook(handle.name)
-    finally:
-        os.unlink(handle.name)
-    return dict((task[0], dict(run.task(task[0])["result"], _status=run.task(task[0])["status"])) for task in tasks), run
 
 
 # ---------------------------------------------------------------- deadline (item 11)
@@ -86,6 +68,25 @@ def test_trickling_server_stops_every_rest_module_at_its_deadline(tmp_path):
     assert at_deadline["healthy"] is False and at_deadline["duration_s"] < 5 + 3
     reachable = [check for check in at_deadline["checks"] if check["name"] == "reachable"][0]
     assert "deadline of 5s" in reachable["msg"], reachable
+    assert "Traceback" not in run.stdout
+
+
+def test_artifacts_audit_on_a_trickling_s3_endpoint_stops_at_its_deadline(mlflow_sqlite):
+    """The tracking server answers; the S3 store trickles one byte a second, which never trips botocore's
+    per-read timeout. The audit must still end at its deadline, with nothing removed."""
+    with TrickleServer(mode="body") as s3_trickle:
+        started = time.monotonic()
+        results, run = play(("audit", "artifacts_audit", dict(
+            tracking_uri=mlflow_sqlite.url, artifacts_destination="s3://bucket/mlflow", endpoint_url=s3_trickle.url,
+            aws_access_key="AKIAEXAMPLE", aws_secret_key="not-a-real-secret", region="us-east-1",
+            s3_read_timeout=60, s3_retries=0, deadline=8, remove_orphans=True)))
+        elapsed = time.monotonic() - started
+        assert s3_trickle.bytes_sent > 3, "the endpoint did trickle"
+    audit = results["audit"]
+    assert audit["_status"] == "failed", run.stdout
+    assert "deadline of 8s" in audit["msg"], audit["msg"]
+    assert audit["duration_s"] < 8 + 3, audit
+    assert elapsed < 8 + 30, elapsed
     assert "Traceback" not in run.stdout
 
 

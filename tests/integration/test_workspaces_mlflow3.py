@@ -2,6 +2,7 @@
 """The workspace option on a server started with --enable-workspaces, with two workspaces besides the default."""
 
 import json
+import os
 import urllib.request
 import uuid
 
@@ -9,6 +10,7 @@ import pytest
 
 from harness import datagen, datagen_mlflow3 as gen
 from harness.lifecycle import StoreReader, in_list
+from harness.plays import play, write_file as write
 from harness.runner import run_module
 from harness.services import MlflowServer, http_get, wait_until
 
@@ -106,3 +108,57 @@ def test_cleanups_and_gc_act_in_the_selected_workspaces(ws_server):
                                           % (gone["team-a"], gone["team-b"]))) == {gone["team-b"]}
     left = reader.ids("SELECT model_id FROM logged_models WHERE model_id IN %s" % in_list(sum(models.values(), [])))
     assert left == set(models["team-b"] + models["default"])
+
+
+def test_audit_and_runs_cleanup_in_workspaces(ws_server, mlflow_sqlite):
+    """artifacts_audit and runs_cleanup take a list of workspaces or all; orphan removal on a workspace server needs
+    every workspace audited; a server without workspaces fails clearly."""
+    server = ws_server
+    root = server.artifacts_destination
+    now = datagen.now_ms()
+    run_dirs, run_ids = [], {}
+    for ws in ("team-a", "team-b"):
+        exp = call(server.url, "experiments/create", {"name": "wsa-%s" % uuid.uuid4().hex[:6]}, ws)["experiment_id"]
+        info = call(server.url, "runs/create", {"experiment_id": exp, "start_time": now - 40 * DAY}, ws)["run"]["info"]
+        call(server.url, "runs/update", {"run_id": info["run_id"], "status": "FINISHED", "end_time": now - 40 * DAY}, ws)
+        run_ids[ws] = info["run_id"]
+        path = os.path.join(root, info["artifact_uri"][len("mlflow-artifacts:/"):], "f.txt")
+        write(path, b"a" * 3)
+        run_dirs.append(os.path.dirname(path))
+        if ws == "team-a":
+            orphan = "workspaces/team-a/%s/%s" % (exp, uuid.uuid4().hex)
+            write(os.path.join(root, orphan, "artifacts", "stray.txt"), b"s")
+    audit = {"tracking_uri": server.url, "artifacts_destination": root, "remove_orphans": True}
+    cleanup = {"tracking_uri": server.url, "older_than": "30d", "workspace": "all"}
+    results, run = play(
+        ("unset", "artifacts_audit", audit),
+        ("one workspace, whole store", "artifacts_audit", dict(audit, workspace=["team-a"])),
+        ("predict", "artifacts_audit", dict(audit, workspace="all"), {"check_mode": True}),
+        ("remove", "artifacts_audit", dict(audit, workspace="all")),
+        ("plain server", "artifacts_audit", {"tracking_uri": mlflow_sqlite.url, "workspace": "team-a",
+                                             "artifacts_destination": mlflow_sqlite.artifacts_destination}),
+        ("runs over cap", "runs_cleanup", dict(cleanup, max_delete=1)),
+        ("runs predict", "runs_cleanup", cleanup, {"check_mode": True}),
+        ("runs", "runs_cleanup", cleanup),
+        ("runs again", "runs_cleanup", cleanup),
+        ("runs plain server", "runs_cleanup", {"tracking_uri": mlflow_sqlite.url, "workspace": "all", "older_than": "30d"}))
+    assert "workspace is not set" in results["unset"]["msg"], run.stdout
+    assert "set workspace: all" in results["one workspace, whole store"]["msg"]
+    predict = results["predict"]
+    assert predict["_status"] == "ok", predict.get("msg")
+    assert orphan in predict["removed_folders"] and predict["workspaces"] == ["default", "team-a", "team-b"]
+    assert not any(folder in run_dir for folder in predict["removed_folders"] for run_dir in run_dirs)
+    assert orphan in results["remove"]["removed_folders"]
+    assert not os.path.exists(os.path.join(root, orphan)) and all(os.path.isdir(path) for path in run_dirs)
+    for name in ("plain server", "runs plain server"):
+        assert results[name]["_status"] == "failed" and "does not have workspaces enabled" in results[name]["msg"], name
+
+    assert "more than max_delete=1" in results["runs over cap"]["msg"]
+    assert results["runs predict"]["deleted"] == 2 and results["runs predict"]["changed"] is True
+    done = results["runs"]
+    assert done["_status"] == "ok", done.get("msg")
+    assert done["deleted"] == 2 and done["per_workspace"]["team-a"]["deleted"] == 1
+    for ws, run_id in run_ids.items():
+        stage = call(server.url, "runs/get?run_id=%s" % run_id, workspace=ws)["run"]["info"]["lifecycle_stage"]
+        assert stage == "deleted", ws
+    assert results["runs again"]["changed"] is False and results["runs again"]["deleted"] == 0

@@ -10,18 +10,7 @@ from ansible.module_utils.six.moves.urllib.parse import quote, quote_plus
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import base
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import DeadlineExceeded, MaintenanceError
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    import contextlib
-    from unittest import mock
-
-    from ansible.module_utils import basic
-
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        with mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}).encode()):
-            yield
+from harness.module_args import patch_module_args
 
 SECRET = "MlPw#Sec%ret/1"
 ENCODED = quote(SECRET, safe="")

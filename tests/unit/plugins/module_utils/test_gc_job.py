@@ -104,7 +104,7 @@ def test_gc_purges_every_run_table_in_batches(tmp_path):
     assert count(store, "SELECT count(*) FROM runs") == 10
     result = run_gc(store, deleter, cutoff=5000, batch_size=2)
     assert sorted(result["run_ids"]) == ["r00", "r01", "r02", "r03", "r04", "r05"]
-    assert result["bytes_freed"] == 6 * 7 and result["failures"] == []
+    assert result["freed_bytes"] == 6 * 7 and result["failures"] == []
     assert result["undated_run_ids"] == ["r07"]
     for table in ("metrics", "params", "tags", "latest_metrics", "runs"):
         assert count(store, "SELECT count(*) FROM %s WHERE run_uuid <= 'r05'" % table) == 0

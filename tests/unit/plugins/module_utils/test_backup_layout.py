@@ -7,6 +7,8 @@ import os
 import pytest
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import compression as compress
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
 NAME = "mlflow-sqlite-20260101T020000000000Z.db"
@@ -17,8 +19,8 @@ def write_backup(directory, name=NAME, data=b"x" * 1000, created="2026-01-01T02:
     with open(path, "wb") as handle:
         handle.write(data)
     manifest = dict(format_version=1, file=name, engine="sqlite", format="sqlite", compression="none",
-                    size_bytes=len(data), sha256=backups.file_sha256(path), created_at=created)
-    backups.write_json_atomic(backups.manifest_path_for(path), manifest)
+                    size_bytes=len(data), sha256=fsutil.file_sha256(path), created_at=created)
+    fsutil.write_json_atomic(backups.manifest_path_for(path), manifest)
     return path, manifest
 
 
@@ -88,28 +90,28 @@ def test_compression_round_trip_and_hash(tmp_path, method):
     source.write_bytes(data)
     packed = tmp_path / "packed"
     with open(str(source), "rb") as src, open(str(packed), "wb") as out:
-        sink = backups.HashingWriter(out)
-        backups.compress_stream(src, sink, method)
+        sink = compress.HashingWriter(out)
+        compress.compress_stream(src, sink, method)
     assert sink.size == packed.stat().st_size
-    assert sink.sha256.hexdigest() == backups.file_sha256(str(packed))
+    assert sink.sha256.hexdigest() == fsutil.file_sha256(str(packed))
     unpacked = tmp_path / "unpacked"
     with open(str(packed), "rb") as src, open(str(unpacked), "wb") as out:
-        backups.decompress_stream(src, out, method)
+        compress.decompress_stream(src, out, method)
     assert unpacked.read_bytes() == data
 
 
 def test_zstd_cli_fallback(tmp_path, monkeypatch):
-    if not backups.zstd_cli():
+    if not compress.zstd_cli():
         pytest.skip("zstd command not installed")
-    monkeypatch.setattr(backups, "HAS_ZSTANDARD", False)
+    monkeypatch.setattr(compress, "HAS_ZSTANDARD", False)
     source = tmp_path / "in"
     source.write_bytes(b"hello " * 100000)
     packed = tmp_path / "packed"
     with open(str(source), "rb") as src, open(str(packed), "wb") as out:
-        backups.compress_stream(src, backups.HashingWriter(out), "zstd", timeout=60)
+        compress.compress_stream(src, compress.HashingWriter(out), "zstd", timeout=60)
     out_path = tmp_path / "out"
     with open(str(packed), "rb") as src, open(str(out_path), "wb") as out:
-        backups.decompress_stream(src, out, "zstd", timeout=60)
+        compress.decompress_stream(src, out, "zstd", timeout=60)
     assert out_path.read_bytes() == source.read_bytes()
 
 
@@ -127,8 +129,8 @@ def test_directory_digest_and_verify(tmp_path):
 
 
 def test_resolve_compression():
-    assert backups.resolve_compression("auto") in ("zstd", "gzip")
-    assert backups.resolve_compression("none") == "none"
+    assert compress.resolve_compression("auto") in ("zstd", "gzip")
+    assert compress.resolve_compression("none") == "none"
 
 
 # ---------------------------------------------------------------- issue 9: SQLite paths, identity, modes
@@ -204,13 +206,13 @@ def test_validate_prefix_parse_mode():
     for bad in ("", "/../../x", "a/b", "..", ".hidden", "a..b", "-x", None, "x" * 101):
         with pytest.raises(MaintenanceError, match="prefix"):
             backups.validate_prefix(bad)
-    assert backups.parse_mode(None) is None
-    assert backups.parse_mode("0640") == 0o640 and backups.parse_mode("600") == 0o600
-    assert backups.parse_mode(0o640) == 0o640
+    assert fsutil.parse_mode(None) is None
+    assert fsutil.parse_mode("0640") == 0o640 and fsutil.parse_mode("600") == 0o600
+    assert fsutil.parse_mode(0o640) == 0o640
     for bad in ("rw-r--r--", "0999", True, "12345"):
         with pytest.raises(MaintenanceError, match="mode"):
-            backups.parse_mode(bad)
-    assert backups.dir_mode_for(0o600) == 0o700 and backups.dir_mode_for(0o640) == 0o750
+            fsutil.parse_mode(bad)
+    assert fsutil.dir_mode_for(0o600) == 0o700 and fsutil.dir_mode_for(0o640) == 0o750
 
 
 def _store(path):
@@ -258,7 +260,7 @@ def test_two_stores_sharing_a_dest_keep_their_own_retention_sets(tmp_path):
     legacy = backups.list_backups(dest, "mlflow-prod")[0]
     manifest = dict(legacy["manifest"])
     manifest.pop("store")
-    backups.write_json_atomic(legacy["manifest_path"], manifest)
+    fsutil.write_json_atomic(legacy["manifest_path"], manifest)
     after = _backup(prod, dest, "mlflow-prod", retention={"keep_last": 1})
     assert legacy["name"] not in [p["name"] for p in after["pruned"]]
     assert os.path.exists(legacy["path"])
@@ -270,9 +272,9 @@ def test_backup_files_are_private_even_in_a_0755_dest(tmp_path):
     dest.mkdir()
     os.chmod(str(dest), 0o755)
     store = make_mlflow_sqlite(str(tmp_path / "mlflow.db"))
-    for compression in ("none", "gzip"):
+    for method in ("none", "gzip"):
         result = db_backup.run_backup(_store(store), db_backup.BackupOptions(
-            str(dest), compression=compression, force=True, verify="restore"))
+            str(dest), compression=method, force=True, verify="restore"))
         assert stat.S_IMODE(os.stat(result["backup"]["path"]).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(result["backup"]["manifest"]).st_mode) == 0o600
     lock = str(dest / ".mlflow-backup.lock")

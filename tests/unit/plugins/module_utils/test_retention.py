@@ -101,3 +101,14 @@ def test_bad_policies_raise(policy):
 def test_generic_ids_work_for_other_snapshot_kinds():
     items = [({"snapshot": n}["snapshot"], at("2026-02-%02d 00:00" % n)) for n in range(1, 6)]
     assert kept(apply_retention(items, {"keep_last": 2})) == [5, 4]
+
+
+def test_retention_option_spec_and_policy_are_shared():
+    from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import (
+        RULES, retention_argument_spec, retention_policy)
+    spec = retention_argument_spec()
+    assert spec["type"] == "dict" and sorted(spec["options"]) == sorted(RULES)
+    assert retention_argument_spec() is not spec  # each module gets its own copy
+    assert retention_policy({"keep_last": 2, "keep_daily": 0, "keep_weekly": None}) == {"keep_last": 2}
+    with pytest.raises(ValueError, match=r"^retention: .*keep_yearly"):
+        retention_policy({"keep_yearly": -1})

@@ -8,13 +8,18 @@ import pytest
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_snapshots as snapshots
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_sync as sync
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_compare as compare_utils
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_localfs as localfs
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_names as names
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_stores as stores
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_transfer as transfer_utils
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, DeadlineExceeded, MaintenanceError
 
 MB = 1024 * 1024
 
 
 def entries(*keys):
-    return [sync.Entry(key, 1, 0) for key in keys]
+    return [localfs.Entry(key, 1, 0) for key in keys]
 
 
 def test_merge_listings_joins_sorted_streams():
@@ -34,7 +39,7 @@ def test_local_listing_is_in_s3_byte_order(tmp_path):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"1")
-    listed = [entry.key for entry in sync.LocalStore(str(tmp_path)).list()]
+    listed = [entry.key for entry in stores.LocalStore(str(tmp_path)).list()]
     assert listed == sorted(names, key=lambda key: key.encode("utf-8"))
 
 
@@ -45,54 +50,54 @@ def test_managed_listing_skips_own_files_and_unescapes_user_names(tmp_path):
     (tmp_path / "a" / (".mlflowops-tmp-" + "0" * 32)).write_text("partial")
     (tmp_path / ".mlflowops-esc-manifest.json").write_text("user data")
     (tmp_path / "a" / ".mlflowops-esc-tmp-notes.txt").write_text("user data")
-    store = sync.LocalStore(str(tmp_path), managed=True)
+    store = stores.LocalStore(str(tmp_path), managed=True)
     assert [entry.key for entry in store.list()] == [".mlflowops-manifest.json", "a/.mlflowops-tmp-notes.txt", "a/f"]
     assert store.path("a/.mlflowops-tmp-notes.txt") == str(tmp_path / "a" / ".mlflowops-esc-tmp-notes.txt")
     # Not written by the collection (no marker): every name is the user's.
-    raw = [entry.key for entry in sync.LocalStore(str(tmp_path)).list()]
+    raw = [entry.key for entry in stores.LocalStore(str(tmp_path)).list()]
     assert ".mlflowops-esc-manifest.json" in raw and "a/.mlflowops-tmp-" + "0" * 32 in raw
 
 
 def test_local_store_refuses_traversal_keys(tmp_path):
     with pytest.raises(MaintenanceError):
-        sync.LocalStore(str(tmp_path)).path("../etc/passwd")
+        stores.LocalStore(str(tmp_path)).path("../etc/passwd")
 
 
 @pytest.mark.parametrize("src,dst,kinds,compare,expected", [
-    (sync.Entry("k", 5, 10, "e1"), None, ("s3", "s3"), "auto", "missing"),
-    (sync.Entry("k", 5, 10, "e1"), sync.Entry("k", 6, 10, "e1"), ("s3", "s3"), "auto", "differ"),
-    (sync.Entry("k", 5, 10, "e1"), sync.Entry("k", 5, 99, "e1"), ("s3", "s3"), "auto", "same"),
-    (sync.Entry("k", 5, 10, "e1"), sync.Entry("k", 5, 10, "e2"), ("s3", "s3"), "auto", "differ"),
-    (sync.Entry("k", 5, 10, "e1-2"), sync.Entry("k", 5, 10, "e2-3"), ("s3", "s3"), "auto", "deep"),
-    (sync.Entry("k", 5, 10.7), sync.Entry("k", 5, 10.2), ("local", "local"), "auto", "same"),
-    (sync.Entry("k", 5, 10), sync.Entry("k", 5, 11), ("local", "local"), "auto", "differ"),
-    (sync.Entry("k", 5, 10, "e"), sync.Entry("k", 5, 10), ("s3", "local"), "auto", "same"),
-    (sync.Entry("k", 5, 10, "e"), sync.Entry("k", 5, 12), ("s3", "local"), "auto", "deep"),
-    (sync.Entry("k", 5, 10), sync.Entry("k", 5, 12, "e"), ("local", "s3"), "auto", "same"),
-    (sync.Entry("k", 5, 12), sync.Entry("k", 5, 10, "e"), ("local", "s3"), "auto", "deep"),
-    (sync.Entry("k", 5, 10), sync.Entry("k", 5, 10), ("local", "local"), "checksum", "deep"),
-    (sync.Entry("k", 5, 10), sync.Entry("k", 5, 99), ("local", "local"), "size", "same"),
+    (localfs.Entry("k", 5, 10, "e1"), None, ("s3", "s3"), "auto", "missing"),
+    (localfs.Entry("k", 5, 10, "e1"), localfs.Entry("k", 6, 10, "e1"), ("s3", "s3"), "auto", "differ"),
+    (localfs.Entry("k", 5, 10, "e1"), localfs.Entry("k", 5, 99, "e1"), ("s3", "s3"), "auto", "same"),
+    (localfs.Entry("k", 5, 10, "e1"), localfs.Entry("k", 5, 10, "e2"), ("s3", "s3"), "auto", "differ"),
+    (localfs.Entry("k", 5, 10, "e1-2"), localfs.Entry("k", 5, 10, "e2-3"), ("s3", "s3"), "auto", "deep"),
+    (localfs.Entry("k", 5, 10.7), localfs.Entry("k", 5, 10.2), ("local", "local"), "auto", "same"),
+    (localfs.Entry("k", 5, 10), localfs.Entry("k", 5, 11), ("local", "local"), "auto", "differ"),
+    (localfs.Entry("k", 5, 10, "e"), localfs.Entry("k", 5, 10), ("s3", "local"), "auto", "same"),
+    (localfs.Entry("k", 5, 10, "e"), localfs.Entry("k", 5, 12), ("s3", "local"), "auto", "deep"),
+    (localfs.Entry("k", 5, 10), localfs.Entry("k", 5, 12, "e"), ("local", "s3"), "auto", "same"),
+    (localfs.Entry("k", 5, 12), localfs.Entry("k", 5, 10, "e"), ("local", "s3"), "auto", "deep"),
+    (localfs.Entry("k", 5, 10), localfs.Entry("k", 5, 10), ("local", "local"), "checksum", "deep"),
+    (localfs.Entry("k", 5, 10), localfs.Entry("k", 5, 99), ("local", "local"), "size", "same"),
 ])
 def test_quick_compare(src, dst, kinds, compare, expected):
-    assert sync.quick_compare(src, dst, kinds[0], kinds[1], compare) == expected
+    assert compare_utils.quick_compare(src, dst, kinds[0], kinds[1], compare) == expected
 
 
 def test_file_etag_plain_and_multipart(tmp_path):
     data = os.urandom(11 * MB + 123)
     path = tmp_path / "blob"
     path.write_bytes(data)
-    assert sync.file_etag(str(path), 64 * MB) == hashlib.md5(data).hexdigest()
+    assert compare_utils.file_etag(str(path), 64 * MB) == hashlib.md5(data).hexdigest()
     parts = [data[i:i + 5 * MB] for i in range(0, len(data), 5 * MB)]
     expected = "%s-%d" % (hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest(), len(parts))
-    assert sync.file_etag(str(path), 5 * MB) == expected
+    assert compare_utils.file_etag(str(path), 5 * MB) == expected
     # The part size is inferred from the part count when it is not the preferred one.
-    assert sync.etag_matches_file(str(path), len(data), '"%s"' % expected, 8 * MB)
-    assert sync.etag_matches_file(str(path), len(data), hashlib.md5(data).hexdigest(), 8 * MB)
-    assert not sync.etag_matches_file(str(path), len(data), "0" * 32 + "-3", 8 * MB)
+    assert compare_utils.etag_matches_file(str(path), len(data), '"%s"' % expected, 8 * MB)
+    assert compare_utils.etag_matches_file(str(path), len(data), hashlib.md5(data).hexdigest(), 8 * MB)
+    assert not compare_utils.etag_matches_file(str(path), len(data), "0" * 32 + "-3", 8 * MB)
 
 
 def test_multipart_part_sizes_only_those_giving_the_part_count():
-    sizes = sync.multipart_part_sizes(20 * MB, 3, 8 * MB)
+    sizes = compare_utils.multipart_part_sizes(20 * MB, 3, 8 * MB)
     assert sizes[0] == 8 * MB
     assert all(-(-20 * MB // size) == 3 for size in sizes)
 
@@ -100,11 +105,11 @@ def test_multipart_part_sizes_only_those_giving_the_part_count():
 def test_snapshot_names_sort_and_parse():
     import datetime
     when = datetime.datetime(2026, 11, 28, 4, 30, tzinfo=datetime.timezone.utc)
-    name = sync.snapshot_name(when)
+    name = names.snapshot_name(when)
     assert name == "20261128T043000Z"
-    assert sync.snapshot_name(when, existing={name}) == name + "-2"
-    assert sync.snapshot_time(name + "-2") == when
-    assert sync.snapshot_time("latest") is None
+    assert names.snapshot_name(when, existing={name}) == name + "-2"
+    assert names.snapshot_time(name + "-2") == when
+    assert names.snapshot_time("latest") is None
 
 
 def test_retention_plan_uses_restic_rules():
@@ -115,8 +120,8 @@ def test_retention_plan_uses_restic_rules():
 
 
 def test_inside():
-    assert sync.inside("a/b", "a") and sync.inside("a", "a") and sync.inside("x", "")
-    assert not sync.inside("ab", "a")
+    assert compare_utils.inside("a/b", "a") and compare_utils.inside("a", "a") and compare_utils.inside("x", "")
+    assert not compare_utils.inside("ab", "a")
 
 
 class LocalParams(dict):
@@ -130,16 +135,16 @@ def test_local_mirror_and_snapshot_end_to_end(tmp_path):
         path = src / str(index) / "f.txt"
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x" * index)
-    transfer = sync.Transfer(LocalParams(), retries=0)
-    result, rows = sync.sync(sync.LocalStore(str(src)), sync.LocalStore(str(tmp_path / "dst")), transfer)
-    assert result.copied == 5 and result.bytes_copied == 10 and len(rows) == 5
-    result, _rows = sync.sync(sync.LocalStore(str(src)), sync.LocalStore(str(tmp_path / "dst")), transfer)
-    assert result.copied == 0 and result.skipped == 5
+    transfer = transfer_utils.Transfer(LocalParams(), retries=0)
+    result, rows = sync.sync(stores.LocalStore(str(src)), stores.LocalStore(str(tmp_path / "dst")), transfer)
+    assert result.copied == 5 and result.copied_bytes == 10 and len(rows) == 5
+    result, _rows = sync.sync(stores.LocalStore(str(src)), stores.LocalStore(str(tmp_path / "dst")), transfer)
+    assert result.copied == 0 and result.unchanged == 5
     repo = str(tmp_path / "repo")
-    first, info = snapshots.local_snapshot(sync.LocalStore(str(src)), repo, transfer, {})
+    first, info = snapshots.local_snapshot(stores.LocalStore(str(src)), repo, transfer, {})
     assert first.copied == 5 and info["created"]
     (src / "1" / "f.txt").write_bytes(b"changed")
-    second, info2 = snapshots.local_snapshot(sync.LocalStore(str(src)), repo, transfer, {})
+    second, info2 = snapshots.local_snapshot(stores.LocalStore(str(src)), repo, transfer, {})
     assert second.copied == 1 and second.linked == 4
     a = os.path.join(repo, info["snapshot"], "2", "f.txt")
     b = os.path.join(repo, info2["snapshot"], "2", "f.txt")
@@ -147,10 +152,6 @@ def test_local_mirror_and_snapshot_end_to_end(tmp_path):
 
 
 # ---------------------------------------------------------------- issue 9: trust (names, symlinks, breaker, deadline)
-
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_localfs as localfs  # noqa: E402
-from ansible_collections.mlflowops.maintenance.plugins.module_utils import artifact_names as names  # noqa: E402
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, DeadlineExceeded  # noqa: E402
 
 
 @pytest.mark.parametrize("name", [".mlflowops-manifest.json", ".mlflowops-tmp-" + "a" * 32, ".mlflowops-esc-x",
@@ -196,7 +197,7 @@ def valid_params(**changes):
 
 
 @pytest.mark.parametrize("changes,words", [
-    (dict(keep_last=-1), "keep_last"), (dict(keep_yearly=-3), "keep_yearly"), (dict(concurrency=0), "concurrency"),
+    (dict(concurrency=0), "concurrency"),
     (dict(dest="s3://b/../x"), "'..'"), (dict(src="s3:///x"), "names no bucket"), (dict(src_snapshot="../x"), "src_snapshot"),
     (dict(copy_multipart_threshold_mb=6000), "copy_multipart"), (dict(max_consecutive_failures=0), "max_consecutive"),
     (dict(deadline=-1), "deadline"), (dict(dest=""), "dest"),
@@ -207,7 +208,7 @@ def test_validate_params_refuses(changes, words):
 
 
 def test_validate_params_accepts_defaults_and_multi_level_prefix():
-    assert names.validate_params(valid_params(dest="s3://bucket/a/b/", keep_last=0, src_snapshot="latest"))
+    assert names.validate_params(valid_params(dest="s3://bucket/a/b/", src_snapshot="latest"))
 
 
 def test_failure_breaker_trips_on_consecutive_failures_only():
@@ -220,7 +221,7 @@ def test_failure_breaker_trips_on_consecutive_failures_only():
 
 
 def test_transfer_stops_retrying_once_the_endpoint_is_down():
-    transfer = sync.Transfer(LocalParams(), retries=5, breaker=names.FailureBreaker(2))
+    transfer = transfer_utils.Transfer(LocalParams(), retries=5, breaker=names.FailureBreaker(2))
     calls = []
 
     def refused():
@@ -229,7 +230,7 @@ def test_transfer_stops_retrying_once_the_endpoint_is_down():
     with pytest.raises(ConnectionRefusedError):
         transfer.guarded(refused)
     assert len(calls) == 2 and transfer.breaker.tripped
-    with pytest.raises(sync.EndpointDown):
+    with pytest.raises(transfer_utils.EndpointDown):
         transfer.guarded(refused)
     assert len(calls) == 2
 
@@ -240,17 +241,17 @@ def test_parallel_map_stops_at_the_deadline_even_when_calls_hang():
     hang = threading.Event()
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        list(sync.parallel_map(lambda item: hang.wait(30), range(10), 2, Deadline(1)))
+        list(transfer_utils.parallel_map(lambda item: hang.wait(30), range(10), 2, Deadline(1)))
     assert time.monotonic() - started < 5
     hang.set()
 
 
 def test_run_with_deadline_returns_and_raises_with_progress():
     import threading
-    assert sync.run_with_deadline(lambda: 42, Deadline(5)) == 42
+    assert transfer_utils.run_with_deadline(lambda: 42, Deadline(5)) == 42
     hang = threading.Event()
     with pytest.raises(DeadlineExceeded) as caught:
-        sync.run_with_deadline(lambda: hang.wait(30), Deadline(1), progress=lambda: dict(copied=7, bytes_copied=70))
+        transfer_utils.run_with_deadline(lambda: hang.wait(30), Deadline(1), progress=lambda: dict(copied=7, copied_bytes=70))
     hang.set()
     assert "deadline of 1s" in caught.value.msg and "7 file(s)" in caught.value.msg
     assert caught.value.details["copied"] == 7
@@ -285,11 +286,11 @@ def test_source_listing_reports_links_and_survives_cycles(tmp_path):
     os.symlink(str(src), str(src / "d" / "loop"))
     os.symlink(str(src / "d"), str(src / "alias"))
     os.symlink("/nonexistent/x", str(src / "dangling"))
-    store = sync.LocalStore(str(src), symlinks="follow_within")
+    store = stores.LocalStore(str(src), symlinks="follow_within")
     assert [entry.key for entry in store.list()] == ["alias/f", "d/f"]
     reasons = dict((item["path"], item["reason"]) for item in store.skipped_symlinks.items)
     assert reasons == {"alias/loop": "link cycle", "d/loop": "link cycle", "dangling": "dangling link"}
-    skipping = sync.LocalStore(str(src))
+    skipping = stores.LocalStore(str(src))
     assert [entry.key for entry in skipping.list()] == ["d/f"] and skipping.skipped_symlinks.count == 3
 
 
@@ -297,12 +298,12 @@ def test_mirror_keeps_manifest_until_first_change(tmp_path):
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
     (src / "a" / "f").write_bytes(b"1")
-    dst = sync.LocalStore(str(tmp_path / "dst"), managed=True, role="dest")
-    transfer = sync.Transfer(LocalParams(), retries=0)
+    dst = stores.LocalStore(str(tmp_path / "dst"), managed=True, role="dest")
+    transfer = transfer_utils.Transfer(LocalParams(), retries=0)
     calls = []
-    sync.sync(sync.LocalStore(str(src)), dst, transfer, before_change=lambda: calls.append(1))
+    sync.sync(stores.LocalStore(str(src)), dst, transfer, before_change=lambda: calls.append(1))
     assert calls == [1]
-    sync.sync(sync.LocalStore(str(src)), dst, transfer, before_change=lambda: calls.append(1))
+    sync.sync(stores.LocalStore(str(src)), dst, transfer, before_change=lambda: calls.append(1))
     assert calls == [1]
 
 
@@ -324,9 +325,9 @@ def test_concurrent_first_writes_create_the_destination_once(tmp_path):
         (src / str(index)).mkdir(parents=True)
         (src / str(index) / "f").write_bytes(b"x")
     for attempt in range(5):
-        result, _rows = sync.sync(sync.LocalStore(str(src)), sync.LocalStore(str(tmp_path / ("dst%d" % attempt) / "deep")),
-                                  sync.Transfer(LocalParams(), retries=0), concurrency=32)
-        assert result.errors == [] and result.copied == 64
+        result, _rows = sync.sync(stores.LocalStore(str(src)), stores.LocalStore(str(tmp_path / ("dst%d" % attempt) / "deep")),
+                                  transfer_utils.Transfer(LocalParams(), retries=0), concurrency=32)
+        assert result.failures.count == 0 and result.copied == 64
 
 
 def test_snapshot_removes_only_stale_partial_snapshots(tmp_path):
@@ -340,7 +341,7 @@ def test_snapshot_removes_only_stale_partial_snapshots(tmp_path):
         (path / "x").mkdir(parents=True)
     old = time.time() - 7200
     os.utime(str(stale), (old, old))
-    result, info = snapshots.local_snapshot(sync.LocalStore(str(src)), str(repo), sync.Transfer(LocalParams(), retries=0), {})
+    result, info = snapshots.local_snapshot(stores.LocalStore(str(src)), str(repo), transfer_utils.Transfer(LocalParams(), retries=0), {})
     assert info["created"] and result.stale_temps_removed == 1
     assert not stale.exists() and young.exists()
     assert sorted(os.listdir(str(repo))) == sorted([young.name, info["snapshot"]])

@@ -41,7 +41,12 @@ def test_socket_host_from_query_and_password_override():
 
 
 @pytest.mark.parametrize("uri,fragment", [
-    ("mysql://u:secret@h/db", "not supported"),
+    ("mssql://u:secret@h/db", "not supported"),
+    ("mssql+pyodbc://sa:secret@db/mlflow", "(MSSQL) backend stores are not supported"),
+    ("oracle://u:secret@db/x", "is not supported"),
+    ("mysql://u:secret@db", "names no database"),
+    ("mysql://u:secret@/db", "names no host"),
+    ("mysql://u:secret@db/x?sslmode=require", "unsupported MySQL query parameter(s) sslmode"),
     ("sqlite://", "must name a file"),
     ("postgresql://u:secret@h:5432/", "names no database"),
     ("postgresql://u:secret@h:notaport/db", "malformed"),

@@ -7,14 +7,14 @@ import sqlite3
 import pytest
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize import (
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize_plans import (
     check_vacuum_space,
-    optimize_sqlite,
     postgres_plan,
     postgres_statements,
     sqlite_plan,
     vacuum_space_needed,
 )
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_optimize_sqlite import optimize_sqlite
 
 
 def test_sqlite_plan_vacuums_at_or_above_threshold():
@@ -93,8 +93,8 @@ def test_optimize_sqlite_shrinks_then_is_idempotent(tmp_path, wal):
     assert predicted["plan"]["vacuum"] is True
     assert first["changed"] is True
     assert "vacuum" in first["actions"] and "analyze" in first["actions"]
-    assert first["size_after"] < first["size_before"] * 0.6
-    assert first["size_before"] >= size_unchanged
+    assert first["size_after_bytes"] < first["size_before_bytes"] * 0.6
+    assert first["size_before_bytes"] >= size_unchanged
     assert first["freelist_count"] == 0
     assert first["journal_mode"] == ("wal" if wal else "delete")
     assert [t["name"] for t in first["tables"]] == ["alembic_version", "metrics", "runs"]

@@ -7,14 +7,13 @@ import pytest
 
 from harness.faults import ErrorServer, TrickleServer, refused_url
 
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, DeadlineExceeded
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import Deadline, DeadlineExceeded, run_bounded
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import (
     RequestDeadlineExceeded,
     TrackingClient,
     TrackingError,
     is_transport_failure,
     request_timeout,
-    run_bounded,
 )
 
 

@@ -7,7 +7,6 @@ import pytest
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import (
     backoff_delays,
     bounded_parallel_map,
-    jittered_backoff,
     parse_duration,
 )
 
@@ -29,37 +28,6 @@ def test_parse_duration_rejects_garbage_and_negatives(text):
 def test_backoff_delays_are_capped_and_jittered():
     assert backoff_delays(5, 1.0, 4.0, rng=lambda: 1.0) == [1.0, 2.0, 4.0, 4.0, 4.0]
     assert backoff_delays(3, 1.0, 4.0, rng=lambda: 0.0) == [0.0, 0.0, 0.0]
-
-
-class Flaky:
-    def __init__(self, failures, retries=3):
-        self.failures = failures
-        self.calls = 0
-        self.retries = retries
-
-    @jittered_backoff(delay=0.001, max_delay=0.002, should_retry=lambda exc: isinstance(exc, IOError))
-    def call(self):
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise IOError("transient")
-        return "done"
-
-
-def test_retry_recovers_from_transient_failures():
-    flaky = Flaky(failures=2)
-    assert flaky.call() == "done"
-    assert flaky.calls == 3
-
-
-def test_retry_gives_up_after_retries_and_honours_instance_setting():
-    flaky = Flaky(failures=10, retries=2)
-    with pytest.raises(IOError):
-        flaky.call()
-    assert flaky.calls == 3
-    no_retry = Flaky(failures=1, retries=0)
-    with pytest.raises(IOError):
-        no_retry.call()
-    assert no_retry.calls == 1
 
 
 def test_bounded_parallel_map_limits_in_flight_calls_and_reports_errors():

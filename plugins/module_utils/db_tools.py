@@ -1,0 +1,182 @@
+# -*- coding: utf-8 -*-
+# Copyright: mlflowops maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the PostgreSQL and MySQL client tools have in common: finding them, running them, streaming through them.
+
+One runner checks every tool the same way: a timeout, the exit status, error lines on stderr, and the store's
+password scrubbed from whatever is quoted in the message. Secrets never reach argv here: each engine passes them
+in a private file (``pgpass_file``, ``mysql_tools.option_file``) written by :func:`private_secret_file`.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import compression as compress
+
+
+def scrub(text, store):
+    """``text`` on one line, with the store's password masked."""
+    text = str(text or "")
+    if store is not None and store.password:
+        text = text.replace(store.password, "********")
+    return " ".join(text.split())
+
+
+def json_digest(parts):
+    """sha256 (hex) of ``parts`` as canonical JSON (the change fingerprints)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def scratch_name(database):
+    """A fresh scratch database name for ``verify: restore`` next to ``database``."""
+    return ("%s_verify_%s" % (database[:40], secrets.token_hex(4))).lower()
+
+
+@contextlib.contextmanager
+def private_secret_file(prefix, name, text):
+    """``text`` in a new 0600 file inside a private 0700 temporary directory; yields its path, removes both."""
+    directory = tempfile.mkdtemp(prefix=prefix)
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def closing_cursor(conn, errors, failure, store):
+    """A cursor on ``conn`` (closed afterwards); an ``errors`` exception becomes MaintenanceError("<failure>: ...")."""
+    try:
+        yield conn.cursor()
+    except errors as exc:
+        raise MaintenanceError("%s: %s" % (failure, scrub(exc, store)))
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- finding the tools
+
+def find_tool(candidates):
+    """The path of the first of ``candidates`` on PATH, or None."""
+    from ansible.module_utils.common.process import get_bin_path  # pylint: disable=import-outside-toplevel
+    for binary in candidates:
+        try:
+            return get_bin_path(binary)
+        except ValueError:
+            continue
+    return None
+
+
+def tool_version(binary):
+    """``<binary> --version`` (stripped), or None when it cannot run."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except OSError:
+        return None
+    return out.strip() or None
+
+
+# ---------------------------------------------------------------- running them
+
+def stderr_problems(stderr, pattern):
+    """The non-blank lines of ``stderr`` that match ``pattern`` (a compiled regex): the tool's error lines."""
+    lines = [line for line in (stderr or "").splitlines() if line.strip()]
+    return [line for line in lines if pattern.search(line)]
+
+
+def check_exit(code, stderr, what, store, pattern):
+    """Fail on a non-zero exit status or an error line on stderr, quoting up to three lines (password scrubbed)."""
+    problems = stderr_problems(stderr, pattern)
+    if code != 0 or problems:
+        detail = "; ".join(problems[:3]) or stderr.strip()[-500:]
+        raise MaintenanceError("%s failed (exit status %s): %s" % (what, code, scrub(detail, store)))
+
+
+def _read_back(err):
+    err.seek(0)
+    return err.read().decode("utf-8", "replace")
+
+
+def _end(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def run_tool(argv, env, timeout, what, store, pattern, stdin=None, stdout=None):
+    """Run a tool to its end; fail on a timeout, a non-zero exit, or an error line on stderr. Returns stderr."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            code = subprocess.run(argv, env=env, timeout=timeout, stdin=stdin,
+                                  stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                                  stderr=err, check=False).returncode
+        except subprocess.TimeoutExpired:
+            raise MaintenanceError("%s did not finish within %ss" % (what, timeout))
+        stderr = _read_back(err)
+    check_exit(code, stderr, what, store, pattern)
+    return stderr
+
+
+def stream_out(argv, env, out, external, timeout, what, store, pattern):
+    """Run a dump tool, its stdout through ``external`` compression into the open file ``out`` (fsynced).
+
+    Returns ``(sha256, size)`` of what was written; the exit status and stderr are checked.
+    """
+    with tempfile.TemporaryFile() as err:
+        sink = compress.HashingWriter(out)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err,  # pylint: disable=consider-using-with
+                                stdin=subprocess.DEVNULL)
+        try:
+            compress.compress_stream(proc.stdout, sink, external, timeout=timeout)
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise MaintenanceError("%s did not finish within %ss" % (what, timeout))
+        finally:
+            _end(proc)
+            proc.stdout.close()
+        out.flush()
+        os.fsync(out.fileno())
+        check_exit(code, _read_back(err), what, store, pattern)
+    return sink.sha256.hexdigest(), sink.size
+
+
+def stream_in(argv, env, entry_path, external, timeout, what, store, pattern):
+    """Feed the (``external``-compressed) file ``entry_path`` to a client tool's stdin; checked as above.
+
+    Returns the tool's stderr. A tool that stops reading early fails by its exit status, not by a broken pipe.
+    """
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,  # pylint: disable=consider-using-with
+                                stderr=err)
+        try:
+            with open(entry_path, "rb") as source:
+                try:
+                    compress.decompress_stream(source, proc.stdin, external, timeout=timeout)
+                except BrokenPipeError:
+                    pass
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise MaintenanceError("%s did not finish within %ss" % (what, timeout))
+        finally:
+            _end(proc)
+        stderr = _read_back(err)
+    check_exit(code, stderr, what, store, pattern)
+    return stderr
