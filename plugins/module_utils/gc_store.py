@@ -12,16 +12,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import traceback
-
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-
-SQLALCHEMY_IMPORT_ERROR = None
-try:
-    import sqlalchemy
-except ImportError:
-    sqlalchemy = None
-    SQLALCHEMY_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.sql_engine import make_engine, sqlalchemy
 
 DELETED = "deleted"
 
@@ -37,24 +29,12 @@ def batched(iterable, size):
         yield batch
 
 
-# ---------------------------------------------------------------------------------------------
-# Artifacts
-
-
 class GcStore:
     """The backend store's tables as gc needs them, reflected from the live database."""
 
     def __init__(self, url, connect_timeout=10):
-        if sqlalchemy is None:
-            from ansible.module_utils.basic import missing_required_lib  # pylint: disable=import-outside-toplevel
-            raise MaintenanceError(missing_required_lib("sqlalchemy"), exception=SQLALCHEMY_IMPORT_ERROR)
         self.url = url
-        connect_args = {}
-        if url.startswith("postgresql") or url.startswith("mysql"):
-            connect_args["connect_timeout"] = int(connect_timeout)
-        elif url.startswith("sqlite"):
-            connect_args["timeout"] = max(30, int(connect_timeout))
-        self.engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+        self.engine = make_engine(url, connect_timeout, pooled=True)
         self.metadata = sqlalchemy.MetaData()
         try:
             self.metadata.reflect(self.engine)

@@ -45,7 +45,8 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selectio
     resolve_experiments,
     validate_cleanup_options,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk_sql import RunTables, first_line, make_engine, sqlalchemy
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk_sql import RunTables, first_line, sqlalchemy
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.sql_engine import make_engine
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_result import count_key, plan_result, record_done, remaining_runs
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking import single_workspace
 

@@ -9,16 +9,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import traceback
-
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-
-SQLALCHEMY_IMPORT_ERROR = None
-try:
-    import sqlalchemy
-except ImportError:
-    sqlalchemy = None
-    SQLALCHEMY_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.sql_engine import sqlalchemy
 
 TABLES = ("runs", "experiments", "tags", "params", "latest_metrics", "model_versions", "assessments")
 
@@ -27,20 +19,6 @@ def first_line(exc):
     """The first line of a (database) error, for a one-line message."""
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def make_engine(url, connect_timeout=10):
-    """A pool-less SQLAlchemy engine for ``url`` (it carries the password: never log it)."""
-    if sqlalchemy is None:
-        from ansible.module_utils.basic import missing_required_lib  # pylint: disable=import-outside-toplevel
-        raise MaintenanceError(missing_required_lib("sqlalchemy"), exception=SQLALCHEMY_IMPORT_ERROR)
-    from sqlalchemy.pool import NullPool  # pylint: disable=import-outside-toplevel
-    connect_args = {}
-    if url.startswith("sqlite"):
-        connect_args["timeout"] = max(30, int(connect_timeout or 0))
-    elif connect_timeout:
-        connect_args["connect_timeout"] = int(connect_timeout)
-    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
 
 class RunTables:

@@ -302,7 +302,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selectio
     DEFAULT_STATUSES,
 )
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk import run_cleanup_database
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk_sql import SQLALCHEMY_IMPORT_ERROR
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.sql_engine import SQLALCHEMY_IMPORT_ERROR
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_job import run_cleanup_in_workspaces
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import validate_cleanup_options
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import normalise_workspaces, tracking_targets

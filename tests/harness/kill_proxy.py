@@ -8,7 +8,9 @@ without an answer. Every later request finds the server gone and is closed the s
 
 import http.client
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from harness.services import BackgroundHttpd
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -53,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
 
-class KillProxy:
+class KillProxy(BackgroundHttpd):
     def __init__(self, mlflow_server, match, after):
         self.mlflow = mlflow_server
         self.port = int(mlflow_server.url.rsplit(":", 1)[1])
@@ -62,22 +64,5 @@ class KillProxy:
         self.matched = 0
         self.killed = False
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
+        super().__init__(_Handler)
         self.httpd.proxy = self
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()

@@ -442,23 +442,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _forward
 
 
-class FrontProxy:
-    """A token-checking and/or TLS-terminating proxy in front of an MLflow server, in this process."""
+class BackgroundHttpd:
+    """A ThreadingHTTPServer on a free loopback port, served from a daemon thread; ``url``, start/stop."""
 
-    def __init__(self, upstream_url, token=None, tls=False):
-        host_port = upstream_url.split("://", 1)[1]
-        host, port = host_port.split(":")
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
-        self.httpd.upstream_host, self.httpd.upstream_port = host, int(port)
-        self.httpd.token = token
-        self.cert_path = None
-        scheme = "http"
-        if tls:
-            self.cert_path = make_self_signed_cert(tempfile.mkdtemp(prefix="mlflowops-tls-"))
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.cert_path, self.cert_path.replace(".crt", ".key"))
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
+    def __init__(self, handler, scheme="http"):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
         self.url = "%s://127.0.0.1:%d" % (scheme, self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -469,6 +458,29 @@ class FrontProxy:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class FrontProxy(BackgroundHttpd):
+    """A token-checking and/or TLS-terminating proxy in front of an MLflow server, in this process."""
+
+    def __init__(self, upstream_url, token=None, tls=False):
+        host_port = upstream_url.split("://", 1)[1]
+        host, port = host_port.split(":")
+        super().__init__(_ProxyHandler, scheme="https" if tls else "http")
+        self.httpd.upstream_host, self.httpd.upstream_port = host, int(port)
+        self.httpd.token = token
+        self.cert_path = None
+        if tls:
+            self.cert_path = make_self_signed_cert(tempfile.mkdtemp(prefix="mlflowops-tls-"))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.cert_path, self.cert_path.replace(".crt", ".key"))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
 
 
 def make_self_signed_cert(directory, common_name="127.0.0.1"):
@@ -495,21 +507,11 @@ class _NotMlflowHandler(BaseHTTPRequestHandler):
     do_POST = do_GET
 
 
-class PlainHttpServer:
+class PlainHttpServer(BackgroundHttpd):
     """An HTTP server that is not MLflow (answers 200 with HTML on / and /health, 404 elsewhere)."""
 
     def __init__(self):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NotMlflowHandler)
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_NotMlflowHandler)
 
 
 class SilentListener:
