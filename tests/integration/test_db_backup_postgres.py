@@ -4,73 +4,16 @@
 import json
 import os
 import secrets
-import threading
 import time
 
 from harness.backup_tools import MetricWriter, run_tasks
 from harness.datagen import RunSpec, add_runs, create_experiment
+from harness.proc_sampler import ProcSampler
 from harness.services import api, closed_port_url
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import parse_backend_store_uri
 
-
-class ProcSampler(threading.Thread):
-    """Samples /proc/<pid>/cmdline AND /proc/<pid>/environ of every process until stopped.
-
-    ``leaks``: the processes (outside ``exclude_pgids``) whose argv or environment held ``needle``.
-    ``seen_env``: the watched tools (pg_dump, pg_restore, psql) whose environment was read at least once
-    while they ran, so a test can prove the sampling looked at them.
-    """
-
-    def __init__(self, needle, watch=("pg_dump", "pg_restore", "psql"), exclude_pgids=()):
-        super().__init__(daemon=True)
-        self.needle = needle.encode()
-        self.watch = tuple(watch)
-        self.exclude_pgids = set(exclude_pgids)
-        self.leaks = []
-        self.seen = set()
-        self.seen_env = set()
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    @staticmethod
-    def _read(pid, name):
-        try:
-            with open("/proc/%s/%s" % (pid, name), "rb") as handle:
-                return handle.read()
-        except OSError:
-            return None
-
-    def _pgid(self, pid):
-        stat = self._read(pid, "stat")
-        try:
-            return int(stat.rsplit(b")", 1)[1].split()[2])
-        except (AttributeError, ValueError, IndexError):
-            return None
-
-    def run(self):
-        own = str(os.getpid())
-        while not self._stop_event.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or pid == own:
-                    continue
-                cmdline = self._read(pid, "cmdline")
-                if not cmdline:
-                    continue
-                environ = self._read(pid, "environ")
-                tool = os.path.basename(cmdline.split(b"\0")[0].decode("utf-8", "replace"))
-                if tool in self.watch:
-                    self.seen.add(tool)
-                    if environ is not None and self._read(pid, "cmdline") == cmdline:
-                        self.seen_env.add(tool)
-                for where, data in (("cmdline", cmdline), ("environ", environ)):
-                    if data and self.needle in data and self._pgid(pid) not in self.exclude_pgids:
-                        self.leaks.append("%s of %s: %s" % (where, tool, cmdline.replace(b"\0", b" ")[:200]))
-            self.samples += 1
-
-    def stop(self):
-        self._stop_event.set()
-        self.join(30)
+PG_TOOLS = ("pg_dump", "pg_restore", "psql")
 
 
 def test_backup_while_server_writes_secret_never_visible_restore_new_database(mlflow_pg_s3, postgres, tmp_path):
@@ -82,7 +25,7 @@ def test_backup_while_server_writes_secret_never_visible_restore_new_database(ml
     writer_run = api(mlflow_pg_s3.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
     writer = MetricWriter(mlflow_pg_s3.url, writer_run)
     # the test harness starts the MLflow server itself with the URI in its argv: not the module's doing
-    sampler = ProcSampler(store.password, exclude_pgids=[mlflow_pg_s3.process.pid])
+    sampler = ProcSampler(store.password, PG_TOOLS, exclude_pgids=[mlflow_pg_s3.process.pid])
     target = "restored_%s" % secrets.token_hex(4)
     dest = str(tmp_path / "pg")
     writer.start()
@@ -237,7 +180,7 @@ def test_secret_in_no_argv_or_environment_on_every_restore_path(postgres, tmp_pa
             ("restore " + fmt, "db_restore", dict(source, src=dest, target_database=targets[fmt],
                                                   jobs=2 if fmt == "directory" else 1)),
         ]
-    sampler = ProcSampler(store.password)
+    sampler = ProcSampler(store.password, PG_TOOLS)
     sampler.start()
     try:
         results, run = run_tasks(tasks, verbosity=3)

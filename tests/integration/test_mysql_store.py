@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import subprocess
-import threading
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from harness import datagen, datagen_mlflow3 as gen
 from harness.backup_tools import MetricWriter, kill_group, run_tasks, start_play
 from harness.datagen import RunSpec, add_runs, create_experiment
 from harness.old_mlflow import OLD_VERSION, copy_venv
+from harness.proc_sampler import ProcSampler
 from harness.runner import run_module
 from harness.services import api, closed_port_url
 
@@ -25,58 +25,6 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri im
 
 COUNTED = ("runs", "metrics", "latest_metrics", "params", "tags", "experiments", "alembic_version")
 DUMP_TOOLS = ("mariadb-dump", "mysqldump", "mariadb", "mysql")
-
-
-class ProcSampler(threading.Thread):
-    """Samples /proc/<pid>/cmdline and /proc/<pid>/environ of every process until stopped.
-
-    ``leaks``: processes (outside ``exclude_pgids``) whose argv or environment held ``needle``; ``seen_env``: the
-    watched tools whose environment was read while they ran (proof that the sampling looked at them).
-    """
-
-    def __init__(self, needle, watch=DUMP_TOOLS, exclude_pgids=()):
-        super().__init__(daemon=True)
-        self.needle = needle.encode()
-        self.watch = tuple(watch)
-        self.exclude_pgids = set(exclude_pgids)
-        self.leaks, self.seen_env, self.samples = [], set(), 0
-        self._stop_event = threading.Event()
-
-    @staticmethod
-    def _read(pid, name):
-        try:
-            with open("/proc/%s/%s" % (pid, name), "rb") as handle:
-                return handle.read()
-        except OSError:
-            return None
-
-    def _pgid(self, pid):
-        try:
-            return int(self._read(pid, "stat").rsplit(b")", 1)[1].split()[2])
-        except (AttributeError, ValueError, IndexError):
-            return None
-
-    def run(self):
-        own = str(os.getpid())
-        while not self._stop_event.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or pid == own:
-                    continue
-                cmdline = self._read(pid, "cmdline")
-                if not cmdline:
-                    continue
-                environ = self._read(pid, "environ")
-                tool = os.path.basename(cmdline.split(b"\0")[0].decode("utf-8", "replace"))
-                if tool in self.watch and environ is not None:
-                    self.seen_env.add(tool)
-                for where, data in (("cmdline", cmdline), ("environ", environ)):
-                    if data and self.needle in data and self._pgid(pid) not in self.exclude_pgids:
-                        self.leaks.append("%s of %s: %s" % (where, tool, cmdline.replace(b"\0", b" ")[:200]))
-            self.samples += 1
-
-    def stop(self):
-        self._stop_event.set()
-        self.join(30)
 
 
 def counts(mariadb, database, tables=COUNTED):
@@ -112,7 +60,7 @@ def test_backup_under_writes_restores_every_committed_run_secret_never_visible(m
                        [RunSpec(metrics=3, steps=4, params=3, tags={"team": "db"}) for _run in range(1000)])
     writer_run = api(server.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
     writer = MetricWriter(server.url, writer_run)
-    sampler = ProcSampler(store.password, exclude_pgids=[server.process.pid])
+    sampler = ProcSampler(store.password, DUMP_TOOLS, exclude_pgids=[server.process.pid])
     target = "restored_%s" % secrets.token_hex(4)
     dest = str(tmp_path / "my")
     writer.start()
