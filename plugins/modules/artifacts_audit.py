@@ -313,7 +313,7 @@ def run(module):
 
 
 def main():
-    module = MlflowOpsModule(argument_spec=dict(
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=dict(
         experiment_ids=dict(type="list", elements="str"),
         remove_orphans=dict(type="bool", default=False),
         concurrency=dict(type="int", default=16),

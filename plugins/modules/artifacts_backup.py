@@ -397,7 +397,7 @@ def main():
         symlinks=dict(type="str", default="skip", choices=list(artifact_names.SYMLINK_POLICIES)),
         max_consecutive_failures=dict(type="int", default=artifact_names.MAX_CONSECUTIVE_FAILURES),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec)
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec)
     module.run(run, module.params, module.check_mode, module.deadline, describe=describe_failure)
 
 

@@ -174,7 +174,7 @@ def run(params):
 
 
 def main():
-    module = MlflowOpsModule(argument_spec=dict(
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=dict(
         path=dict(type="path", required=True),
         prefix=dict(type="str"),
         verify_checksums=dict(type="bool", default=False),

@@ -309,7 +309,7 @@ def main():
         lock_wait_timeout=dict(type="int", default=60),
         mode=dict(type="raw"),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
 
 

@@ -292,7 +292,7 @@ def main():
         statement_timeout_ms=dict(type="int", default=0),
         allow_non_mlflow=dict(type="bool", default=False),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
 
 

@@ -256,7 +256,7 @@ def main():
         mode=dict(type="raw"),
         incomplete_grace=dict(type="str", default="1h"),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
 
 

@@ -184,7 +184,7 @@ def main():
         auth_db_password=dict(type="str", no_log=True),
         python=dict(type="path"),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
 
 

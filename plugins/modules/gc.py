@@ -289,7 +289,7 @@ def main():
         concurrency=dict(type="int", default=16),
         run_ids_limit=dict(type="int", default=1000),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("store",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
 
 

@@ -193,7 +193,7 @@ def main():
         concurrency=dict(type="int", default=8),
         model_ids_limit=dict(type="int", default=1000),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("tracking",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("tracking",))
 
     def job():
         # Every option is checked before the first request (the job checks them again, harmlessly).

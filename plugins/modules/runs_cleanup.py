@@ -328,7 +328,7 @@ def main():
         method=dict(type="str", choices=["rest", "database"], default="rest"),
         batch_size=dict(type="int", default=1000),
     )
-    module = MlflowOpsModule(argument_spec=argument_spec)
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec)
     database = module.params["method"] == "database"
     module.require("store" if database else "tracking")
     if database:

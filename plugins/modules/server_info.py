@@ -221,7 +221,7 @@ def run(module):
 
 
 def main():
-    module = MlflowOpsModule(argument_spec=dict(
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=dict(
         thresholds=dict(type="dict", default={}, options=dict(
             cpu_percent=dict(type="float", default=90.0),
             memory_percent=dict(type="float", default=90.0),

@@ -140,7 +140,7 @@ def run(module):
 
 
 def main():
-    module = MlflowOpsModule(argument_spec=dict(
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=dict(
         count_runs=dict(type="bool", default=True),
         max_runs=dict(type="int", default=1000000),
         max_files=dict(type="int", default=1000000),

@@ -173,7 +173,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.tracking imp
 
 def main():
     argument_spec = cleanup_argument_spec(100000, batch_size=dict(type="int", default=1000))
-    module = MlflowOpsModule(argument_spec=argument_spec, requires=("tracking",))
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("tracking",))
 
     def job():
         # Every option is checked before the first request (the job checks them again, harmlessly).
