@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Helpers for the backup/restore tests: a REST metric writer, a /proc cmdline sampler, a killable play."""
+"""Helpers for the backup/restore tests: a REST metric writer, a backup under writes, a killable play."""
 
 import json
 import os
@@ -47,48 +47,6 @@ class MetricWriter(threading.Thread):
 
     def committed_before(self, moment):
         return set((key, step) for key, step, when in self.committed if when < moment)
-
-
-class CmdlineSampler(threading.Thread):
-    """Samples every process's /proc/<pid>/cmdline; remembers the ones that contain ``needle`` or ``watch``."""
-
-    def __init__(self, needle, watch=("pg_dump", "pg_restore", "psql"), exclude_pgids=()):
-        super().__init__(daemon=True)
-        self.exclude_pgids = set(exclude_pgids)
-        self.needle = needle.encode()
-        self.watch = [w.encode() for w in watch]
-        self.leaks = []
-        self.seen = set()
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self):
-        while not self._stop_event.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                        cmdline = handle.read()
-                except OSError:
-                    continue
-                if self.needle in cmdline and not self._excluded(pid):
-                    self.leaks.append(cmdline.replace(b"\0", b" ").decode("utf-8", "replace"))
-                for word in self.watch:
-                    if word in cmdline.split(b"\0")[0]:
-                        self.seen.add(word.decode())
-            self.samples += 1
-
-    def _excluded(self, pid):
-        try:
-            with open("/proc/%s/stat" % pid) as handle:
-                return int(handle.read().rsplit(")", 1)[1].split()[2]) in self.exclude_pgids
-        except (OSError, ValueError, IndexError):
-            return False
-
-    def stop(self):
-        self._stop_event.set()
-        self.join(30)
 
 
 def make_blob_sqlite(path, megabytes, wal=False):
@@ -184,3 +142,36 @@ def run_tasks(tasks, env=None, verbosity=0, timeout=900):
         result["_status"] = record["status"]
         results[task[0]] = result
     return results, run
+
+
+class UnderWrites:
+    """What ``backup_and_restore_under_writes`` saw: results, the play, the writer's run and the sampler."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def backup_and_restore_under_writes(server, exp_id, password, tools, dest, restore_args):
+    """db_backup (verify: restore) then db_restore of ``server``'s store, at -vvv, while a client keeps logging
+    metrics through the tracking server and /proc is sampled for ``password`` (the server's own process, which
+    the harness starts with the URI in its argv, is excluded)."""
+    from harness.proc_sampler import ProcSampler  # pylint: disable=import-outside-toplevel
+    writer_run = api(server.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
+    writer = MetricWriter(server.url, writer_run)
+    sampler = ProcSampler(password, tools, exclude_pgids=[server.process.pid])
+    writer.start()
+    sampler.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    try:
+        results, run = run_tasks([
+            ("backup", "db_backup", {"backend_store_uri": server.backend_store_uri, "dest": dest,
+                                     "verify": "restore", "force": True}),
+            ("restore", "db_restore", dict(restore_args, backend_store_uri=server.backend_store_uri, src=dest)),
+        ], verbosity=3)
+    finally:
+        writer.stop()
+        sampler.stop()
+    return UnderWrites(results=results, run=run, writer=writer, writer_run=writer_run, sampler=sampler,
+                       started=started)
+

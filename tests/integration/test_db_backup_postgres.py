@@ -4,12 +4,11 @@
 import json
 import os
 import secrets
-import time
 
-from harness.backup_tools import MetricWriter, run_tasks
+from harness.backup_tools import backup_and_restore_under_writes, run_tasks
 from harness.datagen import RunSpec, add_runs, create_experiment
 from harness.proc_sampler import ProcSampler
-from harness.services import api, closed_port_url
+from harness.services import closed_port_url
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import parse_backend_store_uri
 
@@ -22,26 +21,11 @@ def test_backup_while_server_writes_secret_never_visible_restore_new_database(ml
     exp_id = create_experiment(mlflow_pg_s3.url, "pg-backup-%s" % secrets.token_hex(4))
     run_ids = add_runs(mlflow_pg_s3.url, mlflow_pg_s3.backend_store_uri, exp_id,
                        [RunSpec(metrics=5, steps=20) for _run in range(200)])
-    writer_run = api(mlflow_pg_s3.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
-    writer = MetricWriter(mlflow_pg_s3.url, writer_run)
-    # the test harness starts the MLflow server itself with the URI in its argv: not the module's doing
-    sampler = ProcSampler(store.password, PG_TOOLS, exclude_pgids=[mlflow_pg_s3.process.pid])
     target = "restored_%s" % secrets.token_hex(4)
-    dest = str(tmp_path / "pg")
-    writer.start()
-    sampler.start()
-    time.sleep(1.0)
-    started = time.monotonic()
-    try:
-        results, run = run_tasks([
-            ("backup", "db_backup", {"backend_store_uri": mlflow_pg_s3.backend_store_uri, "dest": dest,
-                                     "verify": "restore", "force": True}),
-            ("restore", "db_restore", {"backend_store_uri": mlflow_pg_s3.backend_store_uri, "src": dest,
-                                       "target_database": target, "jobs": 2}),
-        ], verbosity=3)
-    finally:
-        writer.stop()
-        sampler.stop()
+    seen = backup_and_restore_under_writes(mlflow_pg_s3, exp_id, store.password, PG_TOOLS, str(tmp_path / "pg"),
+                                           {"target_database": target, "jobs": 2})
+    results, run, writer, writer_run, sampler = seen.results, seen.run, seen.writer, seen.writer_run, seen.sampler
+    started = seen.started
     backup, restored = results["backup"], results["restore"]
     assert backup["_status"] == "ok", backup
     assert backup["verified"] == "restore"

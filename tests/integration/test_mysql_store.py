@@ -14,10 +14,9 @@ import time
 import pytest
 
 from harness import datagen, datagen_mlflow3 as gen
-from harness.backup_tools import MetricWriter, kill_group, run_tasks, start_play
+from harness.backup_tools import backup_and_restore_under_writes, kill_group, run_tasks, start_play
 from harness.datagen import RunSpec, add_runs, create_experiment
 from harness.old_mlflow import OLD_VERSION, copy_venv
-from harness.proc_sampler import ProcSampler
 from harness.runner import run_module
 from harness.services import api, closed_port_url
 
@@ -58,25 +57,11 @@ def test_backup_under_writes_restores_every_committed_run_secret_never_visible(m
     exp_id = create_experiment(server.url, "my-backup-%s" % secrets.token_hex(4))
     run_ids = add_runs(server.url, server.backend_store_uri, exp_id,
                        [RunSpec(metrics=3, steps=4, params=3, tags={"team": "db"}) for _run in range(1000)])
-    writer_run = api(server.url, "runs/create", {"experiment_id": exp_id})["run"]["info"]["run_id"]
-    writer = MetricWriter(server.url, writer_run)
-    sampler = ProcSampler(store.password, DUMP_TOOLS, exclude_pgids=[server.process.pid])
     target = "restored_%s" % secrets.token_hex(4)
-    dest = str(tmp_path / "my")
-    writer.start()
-    sampler.start()
-    time.sleep(1.0)
-    started = time.monotonic()
-    try:
-        results, run = run_tasks([
-            ("backup", "db_backup", {"backend_store_uri": server.backend_store_uri, "dest": dest,
-                                     "verify": "restore", "force": True}),
-            ("restore", "db_restore", {"backend_store_uri": server.backend_store_uri, "src": dest,
-                                       "target_database": target}),
-        ], verbosity=3)
-    finally:
-        writer.stop()
-        sampler.stop()
+    seen = backup_and_restore_under_writes(server, exp_id, store.password, DUMP_TOOLS, str(tmp_path / "my"),
+                                           {"target_database": target})
+    results, run, writer, writer_run, sampler = seen.results, seen.run, seen.writer, seen.writer_run, seen.sampler
+    started = seen.started
     backup, restored = results["backup"], results["restore"]
     assert backup["_status"] == "ok", backup.get("msg")
     assert backup["verified"] == "restore" and backup["backup"]["engine"] == "mysql"
