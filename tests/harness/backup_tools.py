@@ -174,4 +174,3 @@ def backup_and_restore_under_writes(server, exp_id, password, tools, dest, resto
         sampler.stop()
     return UnderWrites(results=results, run=run, writer=writer, writer_run=writer_run, sampler=sampler,
                        started=started)
-
