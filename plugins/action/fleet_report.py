@@ -25,6 +25,7 @@ ARGUMENT_SPEC = dict(
     stats_var=dict(type="str", default="report_stats"),
     backups_var=dict(type="str", default="report_backups"),
     cleanup_var=dict(type="str", default="report_cleanup"),
+    offsite_var=dict(type="str", default="report_offsite"),
 )
 
 
@@ -74,6 +75,7 @@ class ActionModule(ActionBase):
                 stats=_host_value(hostvars, host, args["stats_var"]),
                 backups=_host_value(hostvars, host, args["backups_var"]),
                 cleanup=fr.decode_slurp_json(_host_value(hostvars, host, args["cleanup_var"])),
+                offsite=_host_value(hostvars, host, args["offsite_var"]),
                 now=now, backup_max_age_hours=args["backup_max_age_hours"]))
         previous = _read_previous(os.path.join(directory, "report.json"))
         report = fr.build_report(rows, now=now, previous=previous, backup_max_age_hours=args["backup_max_age_hours"])

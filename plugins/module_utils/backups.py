@@ -33,6 +33,9 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
 MANIFEST_SUFFIX = ".manifest.json"
+# Files that belong to a backup entry next to its manifest: the backup role's set manifest and the artifact
+# snapshot manifest that backup_offsite keeps with a set. Listed with their entry, never as entries of their own.
+SIDECAR_SUFFIXES = (".set.json", ".artifacts.json")
 PARTIAL_SUFFIX = ".partial"
 MANIFEST_VERSION = 1
 REQUIRED_MANIFEST_KEYS = ("format_version", "file", "engine", "format", "compression", "size_bytes", "sha256",
@@ -177,14 +180,19 @@ def tree_hashes(path):
     return hashes
 
 
-def verify_checksum(entry_path, manifest):
-    """Raise MaintenanceError naming the file when the backup does not match its manifest."""
+def verify_size(entry_path, manifest):
+    """Raise MaintenanceError naming the file when the backup is missing or its size is not the manifest's."""
     if not os.path.exists(entry_path):
         raise MaintenanceError("backup %s is missing (its manifest exists)" % entry_path)
     size = path_size(entry_path)
     if size != manifest.get("size_bytes"):
         raise MaintenanceError("backup %s is corrupt: %d bytes, its manifest says %s" % (
             entry_path, size, manifest.get("size_bytes")))
+
+
+def verify_checksum(entry_path, manifest):
+    """Raise MaintenanceError naming the file when the backup does not match its manifest."""
+    verify_size(entry_path, manifest)
     if os.path.isdir(entry_path):
         hashes = tree_hashes(entry_path)
         expected = manifest.get("files") or {}
@@ -210,6 +218,11 @@ def read_manifest(path):
             data = json.load(handle)
     except (OSError, ValueError) as exc:
         raise ValueError("manifest unreadable: %s" % exc)
+    return check_manifest(data)
+
+
+def check_manifest(data):
+    """``data`` (a parsed manifest) if it is a valid manifest, or raise ValueError with a reason."""
     if not isinstance(data, dict):
         raise ValueError("manifest is not a JSON object")
     missing = [key for key in REQUIRED_MANIFEST_KEYS if key not in data]
@@ -246,6 +259,7 @@ def list_backups(directory, prefix=None, verify_checksums=False):
             continue
         manifest_path = os.path.join(directory, name)
         entry_name = name[:-len(MANIFEST_SUFFIX)]
+        claimed.update(entry_name + suffix for suffix in SIDECAR_SUFFIXES)
         item = dict(name=entry_name, path=os.path.join(directory, entry_name), manifest_path=manifest_path,
                     manifest=None, created_at=None, mtime=path_mtime(manifest_path))
         try:

@@ -61,6 +61,13 @@ options:
     description: Name of each host's registered M(ansible.builtin.slurp) result of the cleanup state file.
     type: str
     default: report_cleanup
+  offsite_var:
+    description:
+      - Name of each host's registered M(mlflowops.maintenance.backup_offsite) result, run in check mode
+        (O(mlflowops.maintenance.backup_offsite#module:state=present)), for the offsite column.
+      - A host without it (no offsite copy configured, or the task skipped) shows as not configured.
+    type: str
+    default: report_offsite
 attributes:
   check_mode:
     support: full

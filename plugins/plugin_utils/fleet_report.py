@@ -74,12 +74,32 @@ def _failure(result, key=None):
     return None
 
 
-def host_row(name, health=None, stats=None, backups=None, cleanup=None, now=None, backup_max_age_hours=26.0):
-    """One host's row of the report from its registered results (server_info, store_info, backup_info, the
-    cleanup state file's JSON). A missing or failed result leaves its fields null and is named in ``errors``."""
+def offsite_status(result):
+    """The offsite part of a host's row from backup_offsite's check-mode result (state=present), or None when the
+    host has no offsite copy configured (no result, or a skipped task).
+
+    ``pending`` are local sets retention keeps that are not (completely) offsite yet; ``newest`` is the newest set
+    already offsite. ``ok`` means something is offsite and nothing is pending or incomplete there."""
+    result = _usable(result, "offsite_url")
+    if not result:
+        return None
+    pending = list(result.get("uploaded") or [])
+    offsite = [name for name in result.get("kept") or [] if name not in pending]
+    incomplete = list(result.get("incomplete_offsite") or [])
+    return dict(url=result.get("offsite_url"), newest=offsite[0] if offsite else None, sets=len(offsite),
+                pending=len(pending), incomplete=len(incomplete),
+                ok=bool(offsite) and not pending and not incomplete)
+
+
+def host_row(name, health=None, stats=None, backups=None, cleanup=None, now=None, backup_max_age_hours=26.0,
+             offsite=None):
+    """One host's row of the report from its registered results (server_info, store_info, backup_info,
+    backup_offsite in check mode, the cleanup state file's JSON). A missing or failed result leaves its fields
+    null and is named in ``errors``."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     errors = []
-    for what, result, key in (("health", health, "healthy"), ("store", stats, "runs"), ("backups", backups, "counts")):
+    for what, result, key in (("health", health, "healthy"), ("store", stats, "runs"), ("backups", backups, "counts"),
+                              ("offsite", offsite, "offsite_url")):
         message = _failure(result, key)
         if message:
             errors.append("%s: %s" % (what, message))
@@ -124,6 +144,9 @@ def host_row(name, health=None, stats=None, backups=None, cleanup=None, now=None
                                  size_bytes=latest.get("size_bytes"), status=latest.get("status"),
                                  engine=latest.get("engine"))
             row["backup_ok"] = age is not None and age <= backup_max_age_hours
+    row["offsite"] = offsite_status(offsite)
+    if row["offsite"] is None and _failure(offsite, "offsite_url"):
+        row["offsite"] = dict(url=None, newest=None, sets=0, pending=0, incomplete=0, ok=False)
     if isinstance(cleanup, dict):
         row["cleanup"] = cleanup
     return row
@@ -164,6 +187,7 @@ def build_report(rows, now=None, previous=None, backup_max_age_hours=26.0):
         healthy=sum(1 for row in rows if row.get("healthy") is True),
         unhealthy=[row["host"] for row in rows if row.get("healthy") is not True],
         backup_too_old=[row["host"] for row in rows if not row.get("backup_ok")],
+        offsite_behind=[row["host"] for row in rows if row.get("offsite") and not row["offsite"].get("ok")],
         runs_total=sum((row.get("runs") or {}).get("total") or 0 for row in rows),
         store_size_bytes=sum(row.get("store_size_bytes") or 0 for row in rows),
         artifacts_size_bytes=sum(row.get("artifacts_size_bytes") or 0 for row in rows),
@@ -187,6 +211,19 @@ def build_report(rows, now=None, previous=None, backup_max_age_hours=26.0):
 
 
 # ------------------------------------------------------------------------------------------------ markdown
+def _offsite_text(offsite):
+    if not offsite:
+        return "not configured"
+    if offsite.get("url") is None:
+        return "ERROR"
+    text = "%d sets, newest %s" % (offsite["sets"], offsite.get("newest") or "none")
+    if offsite.get("pending"):
+        text += ", %d pending" % offsite["pending"]
+    if offsite.get("incomplete"):
+        text += ", %d incomplete" % offsite["incomplete"]
+    return text
+
+
 def _cleanup_text(cleanup):
     if not cleanup:
         return "-"
@@ -218,11 +255,13 @@ def render_markdown(report):
     if summary["backup_too_old"]:
         lines.append("**Newest backup missing or older than %s:** %s" % (
             human_hours(report["backup_max_age_hours"]), ", ".join(summary["backup_too_old"])))
+    if summary.get("offsite_behind"):
+        lines.append("**Offsite copy behind or failing:** %s" % ", ".join(summary["offsite_behind"]))
     trend = report.get("trend")
     if trend and trend.get("fastest_growing"):
         lines.append("**Fastest growing stores:** %s" % ", ".join(trend["fastest_growing"]))
-    lines += ["", "| host | health | MLflow | store | runs (active/deleted) | newest backup | artifacts | last cleanup |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| host | health | MLflow | store | runs (active/deleted) | newest backup | offsite | artifacts |"
+              " last cleanup |", "|---|---|---|---|---|---|---|---|---|"]
     for row in report["hosts"]:
         runs = row.get("runs") or {}
         stages = runs.get("by_stage") or {}
@@ -236,7 +275,8 @@ def render_markdown(report):
             row["host"], health, row.get("version") or "-",
             "%s %s" % (row.get("engine") or "-", human_bytes(row.get("store_size_bytes"))),
             "%s (%s/%s)" % (runs.get("total", "-"), stages.get("active", "-"), stages.get("deleted", "-")),
-            backup_text, human_bytes(row.get("artifacts_size_bytes")), _cleanup_text(row.get("cleanup")))))
+            backup_text, _offsite_text(row.get("offsite")), human_bytes(row.get("artifacts_size_bytes")),
+            _cleanup_text(row.get("cleanup")))))
     errors = [(row["host"], error) for row in report["hosts"] for error in row.get("errors") or []]
     if errors:
         lines += ["", "Errors:"] + ["- %s: %s" % (host, _md(error)) for host, error in errors]
@@ -354,11 +394,13 @@ def render_html(report):
             ", ".join("%s %s" % (key, value) for key, value in sorted(statuses.items()) if value) or "-",
             ("%s ago, %s, %s" % (human_hours(backup.get("age_hours")), human_bytes(backup.get("size_bytes")),
                                  backup.get("status"))) if backup else "none",
+            _offsite_text(row.get("offsite")),
             human_bytes(row.get("artifacts_size_bytes")), _cleanup_text(row.get("cleanup")),
             "; ".join(row.get("errors") or []) or "; ".join(
                 "%s: %s" % (check["name"], check["msg"]) for check in row.get("failed_checks") or []) or "",
         ]
-        css = "bad" if row.get("healthy") is not True or not row.get("backup_ok") else "ok"
+        offsite = row.get("offsite")
+        css = "bad" if row.get("healthy") is not True or not row.get("backup_ok") or (offsite and not offsite["ok"]) else "ok"
         rows_html.append('<tr class="%s">%s</tr>' % (css, "".join("<td>%s</td>" % _esc(cell) for cell in cells)))
     alerts = []
     if summary["unhealthy"]:
@@ -366,6 +408,8 @@ def render_html(report):
     if summary["backup_too_old"]:
         alerts.append("Newest backup missing or older than %s: %s" % (
             human_hours(report["backup_max_age_hours"]), ", ".join(summary["backup_too_old"])))
+    if summary.get("offsite_behind"):
+        alerts.append("Offsite copy behind or failing: %s" % ", ".join(summary["offsite_behind"]))
     trend = report.get("trend")
     if trend and trend.get("fastest_growing"):
         alerts.append("Fastest growing stores: %s" % ", ".join(trend["fastest_growing"]))
@@ -382,7 +426,7 @@ def render_html(report):
                 _esc(human_bytes(summary["store_size_bytes"])), _esc(human_bytes(summary["artifacts_size_bytes"])))]
     body += ['<p class="alert">%s</p>' % _esc(alert) for alert in alerts]
     body.append('<div class="charts">%s</div>' % "".join('<div>%s</div>' % chart for chart in charts(report)))
-    headers = ["host", "health", "MLflow", "engine", "store", "runs", "statuses", "newest backup", "artifacts",
+    headers = ["host", "health", "MLflow", "engine", "store", "runs", "statuses", "newest backup", "offsite", "artifacts",
                "last cleanup", "problems"]
     body.append("<table><thead><tr>%s</tr></thead><tbody>%s</tbody></table>" % (
         "".join("<th>%s</th>" % name for name in headers), "".join(rows_html)))

@@ -32,7 +32,7 @@ FAMILY_ARGS = dict(
 
 # The module's own required options (anything, they are not used before validation ends).
 REQUIRED = dict(db_backup=dict(dest="/x"), db_restore=dict(src="/x"), artifacts_backup=dict(src="/a", dest="/b"),
-                backup_info=dict(path="/x"))
+                backup_info=dict(path="/x"), backup_offsite=dict(path="/x", bucket="b", namespace="h"))
 
 
 def load(name):
@@ -105,6 +105,7 @@ CASES = [
     ("artifacts_backup", "run", dict(src="/nonexistent/src", dest="/nonexistent/dest"), {}),
     ("artifacts_audit", "run", dict(tracking_uri="http://127.0.0.1:9", artifacts_destination="/nonexistent"), {}),
     ("backup_info", "run", dict(path="/nonexistent"), {}),
+    ("backup_offsite", "run", dict(path="/nonexistent", bucket="b", namespace="h", backend_store_uri="SQLITE"), {}),
     ("db_backup", "run_backup", dict(dest="/nonexistent/backups", backend_store_uri="SQLITE"), {}),
     ("db_restore", "run_restore", dict(src="/nonexistent/backup.db", backend_store_uri="SQLITE"), {}),
     ("db_optimize", "optimize_sqlite", dict(backend_store_uri="SQLITE"), {}),

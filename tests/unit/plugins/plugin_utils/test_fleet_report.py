@@ -123,3 +123,34 @@ def test_store_stats_helpers(tmp_path):
     assert tree_size(str(tree), max_files=1)[2] is True
     assert local_artifact_root("file:///srv/a") == "/srv/a" and local_artifact_root("s3://b/p") is None
     assert local_artifact_root("/srv/a") == "/srv/a" and local_artifact_root("") is None
+
+
+def offsite(uploaded=(), kept=("s2", "s1"), incomplete=()):
+    return {"changed": bool(uploaded), "offsite_url": "s3://b/mlflow-backups/a/", "uploaded": list(uploaded),
+            "kept": list(kept), "incomplete_offsite": list(incomplete)}
+
+
+def test_offsite_status_pending_incomplete_and_not_configured():
+    assert fr.offsite_status(offsite()) == dict(url="s3://b/mlflow-backups/a/", newest="s2", sets=2, pending=0,
+                                                incomplete=0, ok=True)
+    behind = fr.offsite_status(offsite(uploaded=["s3"], kept=["s3", "s2"]))
+    assert behind["newest"] == "s2" and behind["sets"] == 1 and behind["pending"] == 1 and behind["ok"] is False
+    assert fr.offsite_status(offsite(incomplete=["s1"]))["ok"] is False
+    assert fr.offsite_status(offsite(uploaded=["s1"], kept=["s1"]))["newest"] is None
+    assert fr.offsite_status(None) is None and fr.offsite_status({"skipped": True}) is None
+
+
+def test_offsite_in_rows_summary_and_both_renderings():
+    failing = fr.host_row("b", health(), stats(), backups(1), now=NOW, offsite={"failed": False, "msg": "AccessDenied"})
+    assert failing["errors"] == ["offsite: AccessDenied"] and failing["offsite"]["ok"] is False
+    rows = [fr.host_row("a", health(), stats(), backups(1), now=NOW, offsite=offsite(uploaded=["s3"], kept=["s3"])),
+            failing, fr.host_row("c", health(), stats(), backups(1), now=NOW),
+            fr.host_row("d", health(), stats(), backups(1), now=NOW, offsite=offsite())]
+    report = fr.build_report(rows, now=NOW)
+    assert report["summary"]["offsite_behind"] == ["a", "b"]
+    markdown = fr.render_markdown(report)
+    assert "Offsite copy behind or failing:** a, b" in markdown
+    assert "| 0 sets, newest none, 1 pending |" in markdown and "| not configured |" in markdown
+    assert "| 2 sets, newest s2 |" in markdown and "| ERROR |" in markdown
+    page = fr.render_html(report)
+    assert "<th>offsite</th>" in page and "2 sets, newest s2" in page
