@@ -10,12 +10,18 @@ Runs site.yml with --forks and SSH pipelining twice: the first run backs every s
 nothing changed. Reports wall time and per-host amortised time of both runs, and the changed count of the
 second run (target 0). Needs root (sshd, authorized_keys). The last line of the output is one JSON object.
 Targets: unchanged run <= 1.5 s per host, <= half the first run, close to linear from 10 to 50 hosts.
+
+On a shared machine wall times follow the load (reported as ``load1``, the 1-minute load average at the start
+of each run). The CPU seconds per host do not: ``*_controller_cpu_per_host_s`` (ansible-playbook and its
+workers) and ``*_hosts_cpu_per_host_s`` (everything the hosts' sshd ran: sessions, the modules' Pythons).
+Their sum over the core count is the wall time per host on an otherwise idle machine.
 """
 
 import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -38,6 +44,31 @@ def recap_changed(stdout):
     return total
 
 
+def hosts_cpu_s(fleet):
+    """CPU seconds of every process under the hosts' sshd daemons (live ones and those they reaped)."""
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    stats = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # ppid, utime + stime + cutime + cstime (the reaped children)
+        stats[int(pid)] = (int(fields[1]), sum(int(value) for value in fields[11:15]))
+    roots = set(host.sshd.pid for host in fleet.hosts)
+    total = 0
+    for pid, (_parent, ticks) in stats.items():
+        ancestor = pid
+        while ancestor in stats and ancestor not in roots and ancestor > 1:
+            ancestor = stats[ancestor][0]
+        if ancestor in roots:
+            total += ticks
+    return total / tick
+
+
 def one_size(size, forks, servers, schema_db):
     fleet = Fleet(size, mlflow=False).start()
     try:
@@ -52,19 +83,33 @@ def one_size(size, forks, servers, schema_db):
             "backup_dest": backup_dest, "health_check_resources": False, "cleanup_gc": True})
         figures = dict(hosts=size, forks=forks)
         for label in ("first", "unchanged"):
+            figures["%s_load1" % label] = round(os.getloadavg()[0], 2)
+            controller_before, hosts_before = resource.getrusage(resource.RUSAGE_CHILDREN), hosts_cpu_s(fleet)
             started = time.monotonic()
             run = run_playbook(os.path.join(REPO, "playbooks", "site.yml"), inventory=inventory, forks=forks,
                                timeout=3600)
             wall = time.monotonic() - started
+            controller_after, hosts_after = resource.getrusage(resource.RUSAGE_CHILDREN), hosts_cpu_s(fleet)
+            controller = (controller_after.ru_utime - controller_before.ru_utime
+                          + controller_after.ru_stime - controller_before.ru_stime)
+            figures["%s_controller_cpu_per_host_s" % label] = round(controller / size, 3)
+            figures["%s_hosts_cpu_per_host_s" % label] = round((hosts_after - hosts_before) / size, 3)
+            # The wall time per host this CPU would take on an otherwise idle machine with os.cpu_count() cores.
+            figures["%s_idle_estimate_per_host_s" % label] = round(
+                (controller + hosts_after - hosts_before) / size / (os.cpu_count() or 1), 3)
+            figures["%s_tasks_per_host" % label] = len([r for r in run.records if r["host"] == fleet.hosts[0].name])
             if run.rc != 0:
                 raise SystemExit("site.yml failed on %d hosts (%s run):\n%s" % (size, label, run.stdout[-3000:]))
             figures["%s_s" % label] = round(wall, 2)
             figures["%s_per_host_s" % label] = round(wall / size, 3)
             figures["%s_changed" % label] = recap_changed(run.stdout)
         figures["unchanged_over_first"] = round(figures["unchanged_s"] / figures["first_s"], 3)
-        print("  %3d hosts: first %.1f s (%.2f s/host), unchanged %.1f s (%.2f s/host, changed=%d)" % (
-            size, figures["first_s"], figures["first_per_host_s"], figures["unchanged_s"],
-            figures["unchanged_per_host_s"], figures["unchanged_changed"]), flush=True)
+        print("  %3d hosts: first %.1f s (%.2f s/host), unchanged %.1f s (%.2f s/host, changed=%d, "
+              "CPU/host %.2f s controller + %.2f s hosts, load %.1f)" % (
+                  size, figures["first_s"], figures["first_per_host_s"], figures["unchanged_s"],
+                  figures["unchanged_per_host_s"], figures["unchanged_changed"],
+                  figures["unchanged_controller_cpu_per_host_s"], figures["unchanged_hosts_cpu_per_host_s"],
+                  figures["unchanged_load1"]), flush=True)
         return figures
     finally:
         fleet.stop()

@@ -263,15 +263,28 @@ import time
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_delete import ArtifactDeleter
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_job import run_gc
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import GcStore
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import gc_quick
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import (
     normalise_workspaces,
     select_workspaces,
 )
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import cutoff_ms
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
+
+# The full path (SQLAlchemy, boto3) is imported on first use, after gc_quick had its look: load_full_path().
+GcStore = ArtifactDeleter = run_gc = None
+
+
+def load_full_path():
+    """Import the full gc path once (names a test patched stay patched)."""
+    # pylint: disable=global-statement,import-outside-toplevel,redefined-outer-name
+    global GcStore, ArtifactDeleter, run_gc
+    if GcStore is None:
+        from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_store import GcStore
+    if ArtifactDeleter is None:
+        from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_delete import ArtifactDeleter
+    if run_gc is None:
+        from ansible_collections.mlflowops.maintenance.plugins.module_utils.gc_job import run_gc
 
 
 def main():
@@ -314,6 +327,13 @@ def run(module):
         backend = backend_store_from_module(module)
         if backend.is_sqlite and not os.path.exists(backend.path):
             raise MaintenanceError("backend store %s does not exist" % backend.redacted())
+        # Nothing deleted in the store: decided with sqlite3 before SQLAlchemy's and boto3's imports.
+        if gc_quick.quick_check_applies(params, backend.is_sqlite):
+            counts = gc_quick.sqlite_deleted_counts(backend.path, timeout=max(30, params["db_connect_timeout"] or 0))
+            if counts is not None and gc_quick.nothing_to_purge(counts, params["purge_experiments"],
+                                                                params["purge_logged_models"]):
+                return gc_quick.empty_result(module.check_mode)
+        load_full_path()
         store = GcStore(backend.sqlalchemy_url(), params["db_connect_timeout"])
         store.set_workspaces(gc_workspaces(store, params.get("workspace")))
         deleter = ArtifactDeleter(params["artifacts_destination"], params["tracking_uri"], s3_params=params,

@@ -301,8 +301,6 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selectio
     DEFAULT_KEEP_TAG,
     DEFAULT_STATUSES,
 )
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk import run_cleanup_database
-from ansible_collections.mlflowops.maintenance.plugins.module_utils.sql_engine import SQLALCHEMY_IMPORT_ERROR
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_cleanup_job import run_cleanup_in_workspaces
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.run_selection import validate_cleanup_options
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow3_cleanup import normalise_workspaces, tracking_targets
@@ -332,6 +330,9 @@ def main():
     database = module.params["method"] == "database"
     module.require("store" if database else "tracking")
     if database:
+        # SQLAlchemy only for method=database: the REST path (every host of a fleet) skips its import.
+        # pylint: disable-next=import-outside-toplevel
+        from ansible_collections.mlflowops.maintenance.plugins.module_utils.sql_engine import SQLALCHEMY_IMPORT_ERROR
         module.require_lib("sqlalchemy", SQLALCHEMY_IMPORT_ERROR)
 
     def job():
@@ -341,6 +342,8 @@ def main():
             store = backend_store_from_module(module)
             if store.is_sqlite and not os.path.isfile(store.path):
                 raise MaintenanceError("the SQLite backend store %s does not exist; nothing was changed" % store.path)
+            # pylint: disable-next=import-outside-toplevel
+            from ansible_collections.mlflowops.maintenance.plugins.module_utils.runs_bulk import run_cleanup_database
             return run_cleanup_database(module.params, store.sqlalchemy_url(), check_mode=module.check_mode,
                                         deadline=module.deadline, chunk_size=module.params["batch_size"],
                                         connect_timeout=module.params["db_connect_timeout"])
