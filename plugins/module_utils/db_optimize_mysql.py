@@ -49,8 +49,8 @@ def optimize_mysql(store, check_mode=False, tables=None, min_free_ratio=0.1, min
                    force=False, analyze=True, lock_timeout_ms=5000, connect_timeout=10):
     """ANALYZE TABLE / OPTIMIZE TABLE on the store's tables that need it; returns the result dict."""
     from ansible_collections.mlflowops.maintenance.plugins.module_utils import mysql_tools as myt  # pylint: disable=import-outside-toplevel
+    connection = myt.connect(store, connect_timeout)  # fails first, naming the library, when PyMySQL is missing
     import pymysql  # pylint: disable=import-outside-toplevel
-    connection = myt.connect(store, connect_timeout)
     database = store.database
     actions = []
     try:

@@ -20,6 +20,8 @@ import sqlite3
 import subprocess
 import sys
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow_compat import upgrade_db
@@ -103,8 +105,8 @@ def migrations_dir(kind):
     try:
         import mlflow  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
-        raise MaintenanceError("mlflow is not importable by %s (%s); run this module with the tracking server's "
-                               "virtualenv as ansible_python_interpreter" % (sys.executable, exc))
+        raise MaintenanceError(missing_required_lib("mlflow", reason="to read its migrations (%s); run this module with the "
+                                                    "tracking server's virtualenv as ansible_python_interpreter" % exc))
     base = os.path.dirname(mlflow.__file__)
     if kind == AUTH:
         return os.path.join(base, "server", "auth", "db", "migrations")
@@ -121,7 +123,7 @@ def revision_graph(kind):
     try:
         from alembic.script import ScriptDirectory  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
-        raise MaintenanceError("alembic is not importable by %s: %s" % (sys.executable, exc))
+        raise MaintenanceError(missing_required_lib("alembic", reason="to read MLflow's migrations (%s)" % exc))
     directory = migrations_dir(kind)
     if not os.path.isdir(directory):
         raise MaintenanceError("the installed MLflow has no %s migrations at %s" % (kind, directory))
@@ -166,7 +168,7 @@ def _engine(store, connect_timeout):
         import sqlalchemy  # pylint: disable=import-outside-toplevel
         from sqlalchemy.pool import NullPool  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
-        raise MaintenanceError("SQLAlchemy is not importable by %s: %s" % (sys.executable, exc))
+        raise MaintenanceError(missing_required_lib("SQLAlchemy", reason="to open the backend store (%s)" % exc))
     connect_args = {}
     if (store.is_postgresql or store.is_mysql) and connect_timeout:
         connect_args["connect_timeout"] = int(connect_timeout)

@@ -21,6 +21,8 @@ import shutil
 import subprocess
 import tempfile
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import compression as compress
 
@@ -31,6 +33,20 @@ def scrub(text, store):
     if store is not None and store.password:
         text = text.replace(store.password, "********")
     return " ".join(text.split())
+
+
+def require_driver(store):
+    """Fail before any side effect, naming the library and the host, when the store's Python driver is missing."""
+    if store.is_postgresql:
+        from ansible_collections.mlflowops.maintenance.plugins.module_utils.postgres_tools import psycopg2 as driver  # pylint: disable=import-outside-toplevel
+        name, reason = "psycopg2", "for PostgreSQL backend stores"
+    elif store.is_mysql:
+        from ansible_collections.mlflowops.maintenance.plugins.module_utils.mysql_tools import pymysql as driver  # pylint: disable=import-outside-toplevel
+        name, reason = "PyMySQL", "for MySQL/MariaDB backend stores"
+    else:
+        return
+    if driver is None:
+        raise MaintenanceError(missing_required_lib(name, reason=reason))
 
 
 def json_digest(parts):

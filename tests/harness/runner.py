@@ -69,6 +69,8 @@ def run_playbook(playbook, inventory="localhost,", extra_vars=None, check=False,
     argv = [os.path.join(BIN_DIR, "ansible-playbook"), "-i", inventory, playbook]
     all_vars = {"ansible_python_interpreter": sys.executable}
     all_vars.update(extra_vars or {})
+    # ansible_python_interpreter=None: not pinned (the inventory, a set_fact or ANSIBLE_PYTHON_INTERPRETER decides)
+    all_vars = dict((key, value) for key, value in all_vars.items() if value is not None)
     vars_file = tempfile.NamedTemporaryFile("w", prefix="mlflowops-vars-", suffix=".json", delete=False)
     json.dump(all_vars, vars_file)
     vars_file.close()
