@@ -292,19 +292,39 @@ def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, r
             os.unlink(temp)
 
 
+def tables_not_in_backup(existing, manifest, key):
+    """The tables of ``existing`` that the backup does not hold (``key(*table)`` names them as its manifest does:
+    ``tables``, else the ``row_counts`` keys); none when the manifest records no table list at all."""
+    recorded = manifest.get("tables") or list((manifest.get("row_counts") or {}).keys())
+    if not recorded:
+        return []
+    recorded = set(recorded)
+    return sorted(table for table in existing if key(*table) not in recorded)
+
+
 def _restore_postgres(store, entry, manifest, force, target_database, jobs, timeout, connect_timeout, check_mode,
                       result):
+    """pg_restore --clean --if-exists into the store's (or ``target_database``) database.
+
+    With ``force``, the target's tables that the backup does not hold (created after it, for example by a later
+    schema migration) are dropped first, with what depends on them: --clean drops only the backup's own objects,
+    and a newer table's foreign key on one of them would make that drop fail. They are listed in ``dropped_tables``.
+    """
     database = target_database or store.database
     result["target_database"] = database
     exists = pgt.database_exists(store, connect_timeout, database)
-    if exists and pgt.database_has_tables(store, connect_timeout, database) and not force:
+    existing = pgt.database_tables(store, connect_timeout, database) if exists else []
+    if existing and not force:
         raise MaintenanceError("target database %s is not empty; set force=true to replace its MLflow tables "
                                "(pg_restore --clean --if-exists)" % database)
+    extra = tables_not_in_backup(existing, manifest, pgt.table_key)
+    result["dropped_tables"] = [pgt.table_key(*table) for table in extra]
     result["created_database"] = not exists
     if check_mode:
         return
     if not exists:
         pgt.create_database(store, connect_timeout, database)
+    pgt.drop_tables(store, connect_timeout, database, extra)
     with fsutil.private_umask():
         with pgpass_file(store) as pgpass:
             env = pgt.child_env(store, pgpass, database=database, connect_timeout=connect_timeout)

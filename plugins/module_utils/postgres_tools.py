@@ -14,6 +14,8 @@ import os
 import re
 import tempfile
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import backups
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_tools
@@ -32,7 +34,7 @@ _scrub = db_tools.scrub
 
 def connect(store, connect_timeout, database=None, autocommit=False):
     if psycopg2 is None:
-        raise MaintenanceError("the psycopg2 Python library is required for PostgreSQL backend stores")
+        raise MaintenanceError(missing_required_lib("psycopg2", reason="for PostgreSQL backend stores"))
     try:
         conn = psycopg2.connect(**store.psycopg2_kwargs(database=database, connect_timeout=connect_timeout))
     except psycopg2.Error as exc:
@@ -134,6 +136,28 @@ def database_has_tables(store, connect_timeout, database):
     failure = "listing the tables of %s failed" % database
     with _cursor(store, connect_timeout, failure, database=database, autocommit=False) as cur:
         return bool(list_tables(cur))
+
+
+def table_key(schema, table):
+    """A table's name as the backups' manifests record it (``row_counts``): ``table`` in public, else ``schema.table``."""
+    return table if schema == "public" else "%s.%s" % (schema, table)
+
+
+def database_tables(store, connect_timeout, database):
+    """The (schema, table) pairs of the base tables of ``database``."""
+    failure = "listing the tables of %s failed" % database
+    with _cursor(store, connect_timeout, failure, database=database, autocommit=False) as cur:
+        return [tuple(row) for row in list_tables(cur)]
+
+
+def drop_tables(store, connect_timeout, database, tables):
+    """Drop the (schema, table) pairs of ``database`` with what depends on them, in one statement."""
+    if not tables:
+        return
+    failure = "dropping %d tables of %s failed" % (len(tables), database)
+    with _cursor(store, connect_timeout, failure, database=database) as cur:
+        cur.execute("DROP TABLE IF EXISTS %s CASCADE" % ", ".join(
+            "%s.%s" % (quote_ident(schema), quote_ident(table)) for schema, table in tables))
 
 
 def create_database(store, connect_timeout, database):

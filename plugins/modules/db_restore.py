@@ -20,8 +20,10 @@ description:
     renamed over the target atomically. The replaced file (and its WAL) is kept as
     C(<name>.pre-restore-<timestamp>) unless O(keep_previous=false).
   - B(PostgreSQL) is restored with C(pg_restore --clean --if-exists) (with O(jobs)), or C(psql) for plain dumps,
-    into the store's database or into O(target_database), which is created when missing. The restored tables'
-    row counts must equal those recorded at dump time.
+    into the store's database or into O(target_database), which is created when missing. With O(force=true) the
+    target's tables that the backup does not hold (created after it, for example by a schema migration) are dropped
+    first, with what depends on them (C(--clean) drops only the backup's own objects), and listed in
+    RV(dropped_tables). The restored tables' row counts must equal those recorded at dump time.
   - B(MySQL/MariaDB) is restored by replaying the plain SQL dump with the C(mariadb) (or C(mysql)) client, which
     stops at the first error, into the store's database or into O(target_database) (created when missing; the
     user needs the C(CREATE) privilege). With O(force=true) every table of the target is dropped first, so the
@@ -206,9 +208,9 @@ owner:
   type: dict
   sample: {uid: 65534, gid: 65534, mode: "0600"}
 dropped_tables:
-  description: MySQL only. Tables of the target that the backup does not hold, dropped (or in check mode to be
-    dropped) with O(force=true).
-  returned: when the store is MySQL
+  description: Tables of the target that the backup does not hold, dropped (or in check mode to be
+    dropped) with O(force=true) (PostgreSQL, with what depends on them).
+  returned: when the store is MySQL or PostgreSQL
   type: list
   elements: str
 row_counts:

@@ -98,6 +98,7 @@ class FleetHost:
         self.port = free_port()
         self.sshd = None
         self.mlflow = None
+        self.old_mlflow = None  # harness.standin.StandIn (+ venv, db_path), from Fleet.start_old_mlflow()
         self.host_key = os.path.join(root, "ssh_host_ed25519_key")
         self.pid_file = os.path.join(root, "sshd.pid")
         self.config = os.path.join(root, "sshd_config")
@@ -122,6 +123,12 @@ class FleetHost:
         if self.mlflow:
             values.update(mlflow_tracking_uri=self.tracking_uri, mlflow_backend_store_uri=self.backend_store_uri,
                           mlflow_artifacts_destination=self.artifacts_destination)
+        if self.old_mlflow:
+            old = self.old_mlflow
+            values.update(mlflow_tracking_uri=old.url, mlflow_backend_store_uri=old.backend_store_uri,
+                          mlflow_artifacts_destination=os.path.join(old.root, "artifacts"),
+                          mlflow_service_manager="command", mlflow_service_stop_command=old.stop_command,
+                          mlflow_service_start_command=old.start_command, upgrade_venv=old.venv)
         return values
 
 
@@ -227,6 +234,32 @@ class Fleet:
         os.makedirs(host.mlflow.root, exist_ok=True)
         host.mlflow.start()
 
+    def start_old_mlflow(self, hosts=None, version=None):
+        """Give each host (default: all) an older MLflow server under ``<host root>/old-mlflow``: a private copy
+        of the cached venv (``.venv``), a SQLite store (``.db_path``), started and stopped by commands
+        (harness.standin.StandIn, as the roles do with mlflow_service_manager=command). Its connection,
+        service and ``upgrade_venv`` variables join the host's inventory variables."""
+        # pylint: disable=import-outside-toplevel
+        from harness.old_mlflow import OLD_VERSION, copy_venv, ensure_venv
+        from harness.standin import StandIn
+        version = version or OLD_VERSION
+        ensure_venv(version)
+        targets = list(hosts or self.hosts)
+
+        def start(host):
+            root = os.path.join(host.root, "old-mlflow")
+            os.makedirs(root, mode=0o755)
+            venv = os.path.join(root, "venv")
+            db_path = os.path.join(root, "mlflow.db")
+            service = StandIn(root, copy_venv(version, venv), "sqlite:///%s" % db_path)
+            service.venv, service.db_path = venv, db_path
+            host.old_mlflow = service
+            service.start()
+
+        with ThreadPoolExecutor(min(4, max(1, len(targets)))) as pool:
+            list(pool.map(start, targets))
+        return targets
+
     def _prepare_become_user(self):
         try:
             pwd.getpwnam(BECOME_USER)
@@ -252,6 +285,9 @@ class Fleet:
 
     def stop(self):
         for host in self.hosts:
+            if host.old_mlflow:
+                with contextlib.suppress(Exception):
+                    host.old_mlflow.stop()
             if host.mlflow:
                 with contextlib.suppress(Exception):
                     host.mlflow.stop()

@@ -108,8 +108,15 @@ def _service(argv):
     parser.add_argument("--artifacts-destination")
     parser.add_argument("--port", type=int)
     parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument("--events", help="append one JSON line per stop/start (action, at, pid) to this file")
     args = parser.parse_args(argv)
     pidfile = os.path.join(args.dir, "server.pid")
+
+    def event(action, pid):
+        if args.events:
+            with open(args.events, "a") as handle:
+                handle.write(json.dumps(dict(action=action, at=time.time(), pid=pid, dir=args.dir)) + "\n")
+
     if args.action == "stop":
         try:
             with open(pidfile) as handle:
@@ -126,6 +133,7 @@ def _service(argv):
         except ProcessLookupError:
             pass
         os.remove(pidfile)
+        event("stopped", pid)
         print(json.dumps(dict(stopped=True, pid=pid)))
         return 0
     env = dict(os.environ)
@@ -141,6 +149,7 @@ def _service(argv):
     log.close()
     with open(pidfile, "w") as handle:
         handle.write(str(process.pid))
+    event("started", process.pid)
     # Like systemctl start: return once the process runs; the role waits for health itself.
     # A server that dies at once (for example on a schema it does not accept) is a failed start.
     deadline = time.monotonic() + min(args.timeout, 3.0)

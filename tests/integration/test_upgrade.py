@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import sqlite3
-import sys
 import time
 
 import pytest
@@ -19,10 +18,10 @@ import pytest
 from harness import datagen
 from harness.old_mlflow import OLD_VERSION, copy_venv
 from harness.runner import REPO_ROOT, run_playbook
-from harness.services import api, free_port, http_get, wait_until
+from harness.services import api, http_get
+from harness.standin import StandIn
 
 NEW_VERSION = "3.17.2"
-SERVICE = os.path.join(REPO_ROOT, "tests", "harness", "old_mlflow.py")
 PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "upgrade.yml")
 
 
@@ -55,35 +54,12 @@ def server_version(url):
     return http_get(url + "/version", timeout=5)[1].strip()
 
 
-class StandIn:
-    """The command-based service step, driving old_mlflow.py's pidfile service manager."""
-
-    def __init__(self, root, python, db_path):
-        self.root = root
-        self.python = python
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.backend_store_uri = "sqlite:///%s" % db_path
-        common = "%s %s service %%s --dir %s --python %s --backend-store-uri %s --artifacts-destination %s --port %d" % (
-            sys.executable, SERVICE, root, python, self.backend_store_uri, os.path.join(root, "artifacts"), self.port)
-        self.start_command = common % "start"
-        self.stop_command = common % "stop"
-
-    def start(self):
-        assert os.system(self.start_command + " >/dev/null") == 0
-        wait_until(lambda: http_get(self.url + "/health")[1].strip() == "OK", 240, "old mlflow server",
-                   log_path=os.path.join(self.root, "server.log"))
-
-    def stop(self):
-        os.system(self.stop_command + " >/dev/null")
-
-
 @pytest.fixture(scope="module")
 def old_server(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("upgrade"))
     python = copy_venv(OLD_VERSION, os.path.join(root, "venv"))
     db_path = os.path.join(root, "mlflow.db")
-    service = StandIn(root, python, db_path)
+    service = StandIn(root, python, "sqlite:///%s" % db_path)
     service.start()
     try:
         assert server_version(service.url) == OLD_VERSION
