@@ -9,13 +9,16 @@ about --mb MB. Compared, medians of --reps runs, page cache warm (the store is d
 - the baseline: ``mariadb-dump --single-transaction <db> | gzip > file`` (issue 13's target: db_backup at most
   1.1x its time, with a smaller file);
 - db_backup with zstd and with gzip (module_utils called directly, force=True, verify none), which include the
-  change-fingerprint pass (COUNT(*) and CHECKSUM TABLE of every table) that skip-unchanged needs;
-- the unchanged-store check alone;
+  exact change-fingerprint scan (COUNT(*) and CHECKSUM TABLE of every table) that skip-unchanged records for the
+  next run (it runs alongside the dump);
+- db_backup zstd of a changed store (the scheduled case: a previous backup, one metric updated since; the O(1)
+  fingerprint differs, the exact scan compares alongside the dump);
+- the unchanged-store check alone (O(1): nothing was written on the server since the last backup);
 - restores into a new database: ``gunzip | mariadb`` of the baseline's file, and db_restore of each backup.
 
 The last line of the output is one JSON object with every figure (seconds, medians; sizes in bytes).
 
-    .venv/bin/python bench/bench_db_backup_mysql.py --mb 1024 --reps 3
+    .venv/bin/python bench/bench_db_backup_mysql.py --mb 1024 --reps 3 [--restore-reps 1]
     .venv/bin/python bench/bench_db_backup_mysql.py --mb 5 --reps 1     # smoke run
 """
 
@@ -94,6 +97,7 @@ def main():
     parser = argparse.ArgumentParser(description="Benchmark db_backup/db_restore on MariaDB against mysqldump | gzip.")
     parser.add_argument("--mb", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--restore-reps", type=int, default=None, help="restore repetitions (default: --reps)")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="mlflowops-bench-mysql-")
     server = MariaDBServer().start()
@@ -133,6 +137,16 @@ def main():
         results.append(("db_backup zstd (target <= 1.1x)", med))
         med, _t, gzip = median_of(args.reps, db_backup("gzip"))
         results.append(("db_backup gzip", med))
+        changed_dest = os.path.join(root, "changed")
+        run_backup(store, BackupOptions(changed_dest, verify="none"))
+
+        def changed_backup():
+            server.sql("UPDATE metrics SET value = value + 1 ORDER BY run_uuid LIMIT 1", database="bench")
+            value = run_backup(store, BackupOptions(changed_dest, verify="none", retention={"keep_last": 1}))
+            assert value["created"], value
+            return value
+        med, _t, _v = median_of(args.reps, changed_backup)
+        results.append(("db_backup zstd, changed store (scheduled)", med))
         print("MariaDB backup, %.0f MB of tables, %d reps:" % (size / 1048576.0, args.reps))
         report("mysql_backup", results, label)
         sizes = dict(baseline_gzip=os.path.getsize(baseline_file), db_backup_zstd=zstd["backup"]["size_bytes"],
@@ -165,7 +179,7 @@ def main():
         restore_rows = []
         for name, func in (("gunzip | mariadb (baseline dump)", baseline_restore), ("db_restore zstd", db_restore(zstd)),
                            ("db_restore gzip", db_restore(gzip))):
-            med, _t, _v = median_of(args.reps, func)
+            med, _t, _v = median_of(args.restore_reps or args.reps, func)
             restore_rows.append((name, med))
         print("MariaDB restore (into a new database; db_restore checks every table is there):")
         report("mysql_restore", restore_rows, "gunzip | mariadb (baseline dump)")
@@ -174,7 +188,7 @@ def main():
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    FIGURES.update(reps=args.reps, mb=args.mb)
+    FIGURES.update(reps=args.reps, restore_reps=args.restore_reps or args.reps, mb=args.mb)
     write_figures(FIGURES)
 
 

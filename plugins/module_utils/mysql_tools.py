@@ -11,14 +11,26 @@ argv or in the child's environment (``MYSQL_PWD`` is removed from it).
 Consistency: the dump runs with ``--single-transaction`` (one InnoDB consistent snapshot, no table locks; only
 DDL waits on, or is held by, the metadata locks of the table being dumped).
 
-Change fingerprint (unchanged-store detection): InnoDB's ``information_schema.tables.UPDATE_TIME`` is not
-persistent (it is lost on a restart and not kept for every table), so it is NOT used. Instead, in one
-consistent snapshot taken BEFORE the dump starts, a sha256 over: the table list, each table's definition
-(``SHOW CREATE TABLE`` without its ``AUTO_INCREMENT`` counter), ``COUNT(*)`` and ``CHECKSUM TABLE`` (a checksum of
-every row's content), and the alembic revision. Any committed insert, update or delete changes a count or a
-row checksum; a change committed after the fingerprint but before the dump only makes the next run back up
-again (the dump already holds it). When in doubt, back up: a fingerprint that cannot be computed disables
-skipping. The cost is about one extra read of the store, as for PostgreSQL.
+Change fingerprint (unchanged-store detection), first O(1) (``quick_fingerprint``), read in one consistent
+snapshot taken BEFORE the dump starts: InnoDB's transaction id counter (``Innodb_max_trx_id``: every read-write
+transaction takes an id when it first writes and another when it commits, so any committed insert, update, delete
+or DDL anywhere on the server moves it; reads, including the dump's, never do), the ids of the read-write
+transactions still open (a write that commits later moves the counter then), the server run (start time, server
+id, host), the table list with engines, each table's definition (``SHOW CREATE TABLE`` without its
+``AUTO_INCREMENT`` counter) and the alembic revision. When it equals the newest backup's, nothing was written
+since that backup's snapshot: unchanged, without reading a row. It is None (never equal) when in doubt: a
+table that is not InnoDB (its writes take no transaction id), or ``information_schema.innodb_trx`` or the counter
+not readable (``innodb_trx`` needs the PROCESS privilege). InnoDB's ``information_schema.tables.UPDATE_TIME``
+is not persistent (lost on a restart and on eviction), so it is NOT used.
+
+Otherwise (something wrote on the server: this database, another one, a ``verify: restore`` scratch database,
+persistent statistics) the exact scan decides when the newest backup holds an exact value: a sha256 over the
+table list, the definitions, ``COUNT(*)`` and ``CHECKSUM TABLE`` (a checksum of every row's content) of every
+table and the revision, in that same snapshot. With nothing to compare with (a first backup, ``force``, a
+manifest without an exact value) the store is backed up whatever the scan says, so the scan only records its
+value for the next run: it runs alongside the dump, in the snapshot taken before it (:meth:`DumpSnapshot.start_scan`).
+A change committed after the fingerprint's snapshot but before the dump's only makes the next run back up again
+(the dump already holds it). When in doubt, back up: a fingerprint that cannot be computed disables skipping.
 
 Row counts: the dump's snapshot cannot be shared with another session, so the manifest's exact per-table
 ``row_counts`` are those of the scratch database ``verify: restore`` restored the dump into.
@@ -31,6 +43,9 @@ __metaclass__ = type
 import os
 import re
 import secrets
+import threading
+
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_tools
@@ -102,8 +117,7 @@ def ssl_settings(query):
 
 def connect(store, connect_timeout, database=None, autocommit=True, read_timeout=None):
     if pymysql is None:
-        raise MaintenanceError("the PyMySQL Python library is required for MySQL/MariaDB backend stores "
-                               "(pip install PyMySQL on the host that runs this task)")
+        raise MaintenanceError(missing_required_lib("PyMySQL", reason="for MySQL/MariaDB backend stores"))
     try:
         conn = pymysql.connect(autocommit=autocommit,
                                **pymysql_kwargs(store, database, connect_timeout, read_timeout))
@@ -251,29 +265,110 @@ def schema_revision(cur, database, version_table="alembic_version"):
 _AUTO_INCREMENT = re.compile(r"\s+AUTO_INCREMENT=\d+")
 
 
+EXACT_METHOD = "mysql-count-checksum"
+
+
 def fingerprint_parts(tables, definitions, counts, checksums, revision):
-    """The fingerprint over what ``DumpSnapshot`` read (pure; unit-tested)."""
-    parts = dict(tables=sorted(tables), definitions=dict((t, _AUTO_INCREMENT.sub("", d or ""))
-                                                         for t, d in definitions.items()),
+    """The exact fingerprint over what ``DumpSnapshot`` read (pure; unit-tested)."""
+    parts = dict(tables=sorted(tables), definitions=_definitions(definitions),
                  counts=counts, checksums=checksums, revision=revision)
-    return dict(method="mysql-count-checksum", value=db_tools.json_digest(parts))
+    return dict(method=EXACT_METHOD, value=db_tools.json_digest(parts))
+
+
+def _definitions(definitions):
+    return dict((t, _AUTO_INCREMENT.sub("", d or "")) for t, d in definitions.items())
+
+
+def quick_fingerprint(max_trx_id, open_trx_ids, server_run, engines, definitions, revision):
+    """The O(1) fingerprint (module doc), or None when it cannot prove anything (pure; unit-tested).
+
+    ``engines`` maps every table to its engine; ``open_trx_ids`` are the ids of the open read-write transactions
+    (None when ``innodb_trx`` could not be read); ``server_run`` identifies the running server.
+    """
+    if max_trx_id is None or open_trx_ids is None or server_run is None:
+        return None
+    if any(str(engine or "").lower() != "innodb" for engine in engines.values()):
+        return None
+    parts = dict(max_trx_id=str(max_trx_id), open_trx_ids=sorted(str(i) for i in open_trx_ids),
+                 server_run=server_run, engines=dict(engines), definitions=_definitions(definitions),
+                 revision=revision)
+    return db_tools.json_digest(parts)
+
+
+def scan_plan(previous, quick):
+    """When the exact scan runs (pure; as for PostgreSQL): ``snapshot``, ``scan-first`` or ``scan-during-dump``.
+
+    ``snapshot``: the newest backup's fingerprint holds this very ``quick`` value: unchanged, no row is read.
+    ``scan-first``: it holds an exact value the scan may match: the scan decides before any dump.
+    ``scan-during-dump``: nothing to compare with (no previous backup, ``force``, no exact value): the store is
+    backed up anyway; the scan only records its value for the next run, alongside the dump.
+    """
+    if not isinstance(previous, dict):
+        return "scan-during-dump"
+    if quick is not None and previous.get("quick") == quick:
+        return "snapshot"
+    if previous.get("method") == EXACT_METHOD and previous.get("value"):
+        return "scan-first"
+    return "scan-during-dump"
+
+
+def _global_status(cur, names):
+    """``{lowercase name: value}`` of these global status variables (empty when they cannot be read)."""
+    try:
+        cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN (%s)" % ", ".join(["%s"] * len(names)), tuple(names))
+        return dict((str(row[0]).lower(), row[1]) for row in cur.fetchall())
+    except pymysql.Error:
+        return {}
+
+
+def _open_rw_transactions(cur, max_trx_id):
+    """Ids of the open read-write transactions (``innodb_trx``; None when it is not readable)."""
+    try:
+        cur.execute("SELECT trx_id FROM information_schema.innodb_trx WHERE trx_is_read_only = 0")
+        rows = cur.fetchall()
+    except pymysql.Error:
+        return None
+    # read-only and not-yet-writing transactions show made-up ids above the counter
+    return [int(row[0]) for row in rows if int(row[0]) <= int(max_trx_id)]
+
+
+class SameAsPrevious(Exception):
+    """The exact fingerprint, read alongside the dump, equals the newest backup's: the store is unchanged."""
 
 
 class DumpSnapshot:
     """Table list, schema revision, server version and the change fingerprint, read in one consistent snapshot.
 
-    Taken before the dump starts (see the module docstring). ``row_counts`` stays None: exact counts come from
-    ``verify: restore``.
+    Taken before the dump starts (module doc). O(1) first (:func:`scan_plan`): when ``previous`` (the newest
+    backup's fingerprint, None with ``force``) holds the same ``quick`` value, ``fingerprint`` is ``previous``
+    and no row is read. When it holds an exact value, the scan decides now. With nothing to compare with,
+    ``fingerprint`` stays None (never "unchanged") and the snapshot stays open: the caller runs the scan alongside
+    the dump with :meth:`start_scan` and records :meth:`finish_scan`. Otherwise the snapshot ends before the
+    dump (its metadata locks would block DDL for the whole dump). ``row_counts`` stays None: exact counts come
+    from ``verify: restore``.
+
+    ``defer_scan``: when the scan would decide before the dump (``scan-first``), run it alongside the dump
+    instead, as when there is nothing to compare with; :meth:`finish_scan` then sets ``same_as_previous`` when its
+    value equals ``previous``'s, and the caller discards the new dump (``SameAsPrevious``). On a live store, which
+    has nearly always changed, the backup then costs the longer of the dump and the scan, not their sum.
     """
 
-    def __init__(self, store, connect_timeout, lock_wait_timeout=60):
+    def __init__(self, store, connect_timeout, lock_wait_timeout=60, previous=None, defer_scan=False):
         self.store = store
+        self.connect_timeout = connect_timeout
         self.snapshot_id = None
         self.row_counts = None
         self.fingerprint = None
+        self.fingerprint_source = None
         self.schema_revision = None
         self.server_version = None
         self.tables = []
+        self._quick = None
+        self._definitions = {}
+        self._scan_thread = None
+        self._scan_outcome = None
+        self._compare_with = None
+        self.same_as_previous = False
         self.conn = connect(store, connect_timeout, autocommit=True)
         database = store.database
         try:
@@ -281,33 +376,116 @@ class DumpSnapshot:
             cur.execute("SET SESSION lock_wait_timeout = %s", (int(lock_wait_timeout),))
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            cur.execute("SELECT VERSION()")
-            self.server_version = cur.fetchone()[0]
-            self.tables = list_tables(cur, database)
+            cur.execute("SELECT VERSION(), @@server_id, @@hostname, UNIX_TIMESTAMP()")
+            self.server_version, server_id, hostname, now = cur.fetchone()
+            status = _global_status(cur, ("Uptime", "Innodb_max_trx_id"))  # Oracle MySQL has no max_trx_id: None
+            max_trx_id = status.get("innodb_max_trx_id")
+            started = None if status.get("uptime") is None else int(now) - int(status["uptime"])
+            cur.execute("SELECT table_name, engine FROM information_schema.tables WHERE table_schema = %s "
+                        "AND table_type = 'BASE TABLE' ORDER BY table_name", (database,))
+            engines = dict((row[0], row[1]) for row in cur.fetchall())
+            self.tables = sorted(engines)
             self.schema_revision = schema_revision(cur, database) if "alembic_version" in self.tables else None
-            definitions, counts, checksums = {}, {}, {}
             for table in self.tables:
-                qualified = "%s.%s" % (quote_ident(database), quote_ident(table))
-                cur.execute("SHOW CREATE TABLE %s" % qualified)
-                definitions[table] = cur.fetchone()[1]
-                cur.execute("SELECT COUNT(*) FROM %s" % qualified)
-                counts[table] = int(cur.fetchone()[0])
-                cur.execute("CHECKSUM TABLE %s" % qualified)
-                row = cur.fetchone()
-                checksums[table] = None if row is None or row[1] is None else str(row[1])
-            if None in checksums.values():
-                # a table without a checksum cannot prove "unchanged": never skip
-                self.fingerprint = dict(method="mysql-count-checksum", value="unavailable-%s" % secrets.token_hex(8))
+                cur.execute("SHOW CREATE TABLE %s.%s" % (quote_ident(database), quote_ident(table)))
+                self._definitions[table] = cur.fetchone()[1]
+            open_ids = _open_rw_transactions(cur, max_trx_id) if max_trx_id is not None else None
+            server_run = None if started is None else [str(server_id), hostname, started]
+            self._quick = quick_fingerprint(max_trx_id, open_ids, server_run, engines,
+                                            self._definitions, self.schema_revision)
+            plan = scan_plan(previous, self._quick)
+            if plan == "snapshot":
+                self.fingerprint = previous
+                self.fingerprint_source = "snapshot"
+            elif plan == "scan-first" and not defer_scan:
+                self._apply_scan(self._exact_scan(cur), "scan")
+                if previous.get("value") == self.fingerprint["value"]:
+                    self.fingerprint = previous  # same rows: unchanged (the equality db_backup checks)
             else:
-                self.fingerprint = fingerprint_parts(self.tables, definitions, counts, checksums,
-                                                     self.schema_revision)
+                self._compare_with = previous if plan == "scan-first" else None
+                self.fingerprint_source = "pending"
+                return  # the snapshot stays open for start_scan/finish_scan
             # end the snapshot now: its metadata locks would otherwise block DDL for the whole dump
             self.conn.rollback()
         except pymysql.Error as exc:
             self.close()
             raise MaintenanceError("reading MySQL %s failed: %s" % (_target(store), _scrub(exc, store)))
 
+    def _exact_scan(self, cur):
+        database = self.store.database
+        counts, checksums = {}, {}
+        for table in self.tables:
+            qualified = "%s.%s" % (quote_ident(database), quote_ident(table))
+            cur.execute("SELECT COUNT(*) FROM %s" % qualified)
+            counts[table] = int(cur.fetchone()[0])
+            cur.execute("CHECKSUM TABLE %s" % qualified)
+            row = cur.fetchone()
+            checksums[table] = None if row is None or row[1] is None else str(row[1])
+        if None in checksums.values():
+            # a table without a checksum cannot prove "unchanged": never skip
+            return "unavailable-%s" % secrets.token_hex(8)
+        return fingerprint_parts(self.tables, self._definitions, counts, checksums, self.schema_revision)["value"]
+
+    def _apply_scan(self, value, source):
+        self.fingerprint = dict(method=EXACT_METHOD, value=value, quick=self._quick)
+        self.fingerprint_source = source
+
+    def _background_scan(self):
+        try:
+            self._scan_outcome = (self._exact_scan(self.conn.cursor()), None)
+        except Exception as exc:  # pylint: disable=broad-except
+            self._scan_outcome = (None, exc)
+        finally:
+            try:
+                self.conn.rollback()
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+    def start_scan(self):
+        """Start the pending exact scan in this snapshot, on its own connection, while the dump runs.
+
+        Nothing else may use the connection until :meth:`finish_scan` (or :meth:`close`)."""
+        if self.fingerprint is not None or self._scan_thread is not None:
+            return
+        self._scan_thread = threading.Thread(target=self._background_scan, name="mlflowops-mysql-fingerprint")
+        self._scan_thread.daemon = True
+        self._scan_thread.start()
+
+    def finish_scan(self, timeout=None):
+        """The fingerprint to record: the pending scan's (waited for, at most ``timeout`` s), or run now."""
+        if self.fingerprint is not None:
+            return self.fingerprint
+        if self._scan_thread is None:
+            self._background_scan()
+        else:
+            self._scan_thread.join(timeout)
+            if self._scan_thread.is_alive():
+                self._stop_scan()
+                raise MaintenanceError("the change fingerprint of %s did not finish within %ss" % (
+                    _target(self.store), timeout))
+        value, error = self._scan_outcome
+        if error is not None:
+            if isinstance(error, pymysql.Error):
+                raise MaintenanceError("reading MySQL %s failed: %s" % (_target(self.store), _scrub(error, self.store)))
+            raise error
+        self._apply_scan(value, "scan-during-dump" if self._scan_thread is not None else "scan")
+        if self._compare_with is not None and self._compare_with.get("value") == value:
+            self.fingerprint = self._compare_with
+            self.same_as_previous = True
+        return self.fingerprint
+
+    def _stop_scan(self):
+        if self._scan_thread is None or not self._scan_thread.is_alive():
+            return
+        try:
+            with _cursor(self.store, self.connect_timeout, "cannot stop the fingerprint scan") as cur:
+                cur.execute("KILL QUERY %d" % int(self.conn.thread_id()))
+        except MaintenanceError:
+            pass
+        self._scan_thread.join(10)
+
     def close(self):
+        self._stop_scan()
         try:
             self.conn.rollback()
         except pymysql.Error:

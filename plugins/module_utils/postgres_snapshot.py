@@ -18,11 +18,21 @@ transaction wrote anything since that backup's snapshot: unchanged, without read
 Every insert and update writes a row version with a new transaction id (xmin), and every delete lowers
 a count or removes an xmin from the sum, so any committed change alters it; reads (including pg_dump's)
 never do. Both are recorded in the manifest's fingerprint (``snapshot`` and ``value``).
+
+When there is nothing to compare the exact fingerprint with (a first backup, ``force``, or a newest backup whose
+manifest has no exact value), or this database's write counters moved since that backup (``pg_stat_user_tables``
+inserts, updates and deletes: :func:`activity_digest`), the decision is already "back up" (:func:`scan_plan`), so
+the exact scan is not on the critical path: it runs on the snapshot's own connection, in the same snapshot, while
+pg_dump dumps (:meth:`DumpSnapshot.start_scan` / :meth:`DumpSnapshot.finish_scan`), and both are recorded as
+before. The counters never prove "unchanged" (only the exact scan or the snapshot text do); counters that arrive
+late (a session flushes them up to about 10 s after its write) can only cost one extra backup.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import threading
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_tools
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_tools as pgt
@@ -43,14 +53,55 @@ def quick_fingerprint(snapshot_text, postmaster_start, database_oid, tables, rev
     return db_tools.json_digest(parts)
 
 
+EXACT_METHOD = "postgresql-count-xmin"
+
+
+ACTIVITY_SQL = ("SELECT schemaname, relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables "
+                "ORDER BY 1, 2")
+STATS_RESET_SQL = "SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()"
+
+
+def activity_digest(rows, stats_reset):
+    """O(1) digest of this database's write counters (pure): rows inserted, updated and deleted per table.
+
+    The statistics only ever say "something was written" (or reset, or aborted, or flushed late): a different
+    digest never proves the store unchanged; :func:`scan_plan` only lets it skip a scan whose answer is "back up".
+    """
+    return db_tools.json_digest(dict(tables=[[str(v) for v in row] for row in sorted(rows)], reset=stats_reset))
+
+
+def scan_plan(previous, quick, activity=None):
+    """When the exact scan runs (pure): ``snapshot``, ``scan-first`` or ``scan-during-dump``.
+
+    ``snapshot``: the newest backup's fingerprint has this very ``quick`` value: unchanged, no row is read.
+    ``scan-first``: it holds an exact value that the scan may match (the store may be unchanged although something
+    else in the cluster wrote, and its write counters are as they were): the scan decides before any dump.
+    ``scan-during-dump``: the store is backed up whatever the scan says, so its value is only recorded for the next
+    run, and it runs alongside the dump: there is nothing to compare with (no previous backup, ``force``, a manifest
+    without an exact value), or this database's write counters (:func:`activity_digest`) moved since that backup
+    (in doubt: back up).
+    """
+    if not isinstance(previous, dict):
+        return "scan-during-dump"
+    if quick is not None and previous.get("snapshot") == quick:
+        return "snapshot"
+    if previous.get("method") != EXACT_METHOD or not previous.get("value"):
+        return "scan-during-dump"
+    if activity is not None and previous.get("activity") is not None and previous.get("activity") != activity:
+        return "scan-during-dump"
+    return "scan-first"
+
+
 class DumpSnapshot:
     """An open REPEATABLE READ, READ ONLY transaction with an exported snapshot, counts and fingerprint.
 
-    Unchanged-store detection, O(1) first: when ``previous`` (the newest backup's fingerprint) holds the same
-    ``snapshot`` value (:func:`quick_fingerprint`: no transaction wrote anything in the cluster since that backup's
-    snapshot), the store is unchanged without reading a row, and ``fingerprint`` is ``previous``. Otherwise (any
-    write in the cluster: this database, another one, autovacuum's analyze, a ``verify: restore`` scratch database)
-    the exact scan fingerprint (module doc) decides, as before. ``row_counts`` are counted when first read.
+    Unchanged-store detection, O(1) first (:func:`scan_plan`): when ``previous`` (the newest backup's fingerprint)
+    holds the same ``snapshot`` value (:func:`quick_fingerprint`: no transaction wrote anything in the cluster since
+    that backup's snapshot), the store is unchanged without reading a row, and ``fingerprint`` is ``previous``.
+    Otherwise, when ``previous`` has an exact value (any write in the cluster: this database, another one,
+    autovacuum's analyze, a ``verify: restore`` scratch database), the exact scan (module doc) decides, as before.
+    With nothing to compare with, ``fingerprint`` stays None (never "unchanged") until :meth:`finish_scan`; the
+    caller runs the scan alongside the dump with :meth:`start_scan`. ``row_counts`` are counted when first read.
     """
 
     def __init__(self, store, connect_timeout, lock_wait_timeout, previous=None):
@@ -63,6 +114,10 @@ class DumpSnapshot:
         self.server_version = None
         self.table_names = []
         self.fingerprint_source = None
+        self._quick = None
+        self._activity = None
+        self._scan_thread = None
+        self._scan_outcome = None
         try:
             self.conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             cur = self.conn.cursor()
@@ -75,28 +130,93 @@ class DumpSnapshot:
             self.table_names = [table if schema == "public" else "%s.%s" % (schema, table)
                                 for schema, table in pgt.list_tables(cur)]
             self.schema_revision = pgt.schema_revision(cur)
-            quick = quick_fingerprint(snapshot_text, postmaster_start, database_oid, self.table_names,
-                                      self.schema_revision)
-            if isinstance(previous, dict) and previous.get("snapshot") == quick:
+            self._quick = quick_fingerprint(snapshot_text, postmaster_start, database_oid, self.table_names,
+                                            self.schema_revision)
+            cur.execute(ACTIVITY_SQL)
+            rows = cur.fetchall()
+            cur.execute(STATS_RESET_SQL)
+            reset = cur.fetchone()
+            self._activity = activity_digest(rows, reset[0] if reset else None)
+            plan = scan_plan(previous, self._quick, self._activity)
+            if plan == "snapshot":
                 self.fingerprint = previous
                 self.fingerprint_source = "snapshot"
                 return
-            self._row_counts, sums = pgt.table_counts(cur, with_xmin=True)
-            parts = dict(tables=sorted(self._row_counts), counts=self._row_counts, xmin_sums=sums,
-                         revision=self.schema_revision)
-            value = db_tools.json_digest(parts)
-            self.fingerprint = dict(method="postgresql-count-xmin", value=value, snapshot=quick)
-            self.fingerprint_source = "scan"
-            if isinstance(previous, dict) and previous.get("method") == "postgresql-count-xmin" \
-                    and previous.get("value") == value:
+            if plan == "scan-during-dump":
+                self.fingerprint_source = "pending"
+                return
+            self._apply_scan(self._exact_scan(cur), "scan")
+            if previous.get("value") == self.fingerprint["value"]:
                 self.fingerprint = previous  # same rows: unchanged (the equality db_backup checks)
         except pgt.psycopg2.Error as exc:
             self.close()
             raise MaintenanceError("reading PostgreSQL %s failed: %s" % (pgt.target(store), db_tools.scrub(exc, store)))
 
+    def _exact_scan(self, cur):
+        counts, sums = pgt.table_counts(cur, with_xmin=True)
+        parts = dict(tables=sorted(counts), counts=counts, xmin_sums=sums, revision=self.schema_revision)
+        return counts, db_tools.json_digest(parts)
+
+    def _apply_scan(self, outcome, source):
+        counts, value = outcome
+        self._row_counts = counts
+        self.fingerprint = dict(method=EXACT_METHOD, value=value, snapshot=self._quick, activity=self._activity)
+        self.fingerprint_source = source
+
+    def _background_scan(self):
+        try:
+            self._scan_outcome = (self._exact_scan(self.conn.cursor()), None)
+        except Exception as exc:  # pylint: disable=broad-except
+            self._scan_outcome = (None, exc)
+
+    def start_scan(self):
+        """Start the pending exact scan on this connection, in this snapshot (while pg_dump runs in it too).
+
+        Nothing else may use the connection until :meth:`finish_scan` (or :meth:`close`)."""
+        if self.fingerprint is not None or self._scan_thread is not None:
+            return
+        self._scan_thread = threading.Thread(target=self._background_scan, name="mlflowops-pg-fingerprint")
+        self._scan_thread.daemon = True
+        self._scan_thread.start()
+
+    def finish_scan(self, timeout=None):
+        """The fingerprint to record: the pending scan's (waited for, at most ``timeout`` s), or run now."""
+        if self.fingerprint is not None:
+            return self.fingerprint
+        if self._scan_thread is None:
+            try:
+                self._apply_scan(self._exact_scan(self.conn.cursor()), "scan")
+            except pgt.psycopg2.Error as exc:
+                raise MaintenanceError("reading PostgreSQL %s failed: %s" % (
+                    pgt.target(self.store), db_tools.scrub(exc, self.store)))
+            return self.fingerprint
+        self._scan_thread.join(timeout)
+        if self._scan_thread.is_alive():
+            self._stop_scan()
+            raise MaintenanceError("the change fingerprint of %s did not finish within %ss" % (
+                pgt.target(self.store), timeout))
+        outcome, error = self._scan_outcome
+        if error is not None:
+            if isinstance(error, pgt.psycopg2.Error):
+                raise MaintenanceError("reading PostgreSQL %s failed: %s" % (
+                    pgt.target(self.store), db_tools.scrub(error, self.store)))
+            raise error
+        self._apply_scan(outcome, "scan-during-dump")
+        return self.fingerprint
+
+    def _stop_scan(self):
+        if self._scan_thread is not None and self._scan_thread.is_alive():
+            try:
+                self.conn.cancel()
+            except pgt.psycopg2.Error:
+                pass
+            self._scan_thread.join(10)
+
     @property
     def row_counts(self):
         """Rows per table in the dump's snapshot (counted on first use when the O(1) check skipped the scan)."""
+        if self._row_counts is None and self.fingerprint is None:
+            self.finish_scan()  # a pending scan counts them (and owns the connection until it ends)
         if self._row_counts is None:
             try:
                 self._row_counts = pgt.table_counts(self.conn.cursor())[0]
@@ -106,6 +226,7 @@ class DumpSnapshot:
         return self._row_counts
 
     def close(self):
+        self._stop_scan()
         try:
             self.conn.rollback()
         except pgt.psycopg2.Error:

@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
+import re
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -17,6 +19,8 @@ BOTO3_IMPORT_ERROR = None
 try:
     import boto3
     import botocore
+    import botocore.session
+    import botocore.utils
     from botocore.config import Config
     from boto3.s3.transfer import TransferConfig
 except ImportError:
@@ -27,6 +31,21 @@ except ImportError:
     BOTO3_IMPORT_ERROR = traceback.format_exc()
 
 MB = 1024 * 1024
+_ISO_UTC = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6})\d*)?Z$")
+
+
+def fast_timestamp(value):
+    """botocore's timestamp parser, with a fast path for the ``2026-11-29T16:45:41.000Z`` form of S3 listings.
+
+    botocore parses every listed object's LastModified with dateutil's generic parser, which costs about two
+    thirds of the client's CPU on a 1,000-object ListObjectsV2 page; any other form goes to botocore's parser.
+    """
+    match = _ISO_UTC.match(value) if isinstance(value, str) else None
+    if match is None:
+        return botocore.utils.parse_timestamp(value)
+    year, month, day, hour, minute, second, fraction = match.groups()
+    return datetime.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                             int((fraction or "0").ljust(6, "0")), tzinfo=botocore.utils.tzutc())
 
 
 def is_s3_url(location):
@@ -86,7 +105,9 @@ def transfer_config(params, concurrency=4):
 def build_client(params, pool_size=16, deadline=None):
     """An S3 client from module options; unset keys fall back to boto3's chain (environment, profiles, roles)."""
     require_boto3()
-    session_kwargs = {}
+    core = botocore.session.Session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
+    session_kwargs = dict(botocore_session=core)
     if params.get("profile"):
         session_kwargs["profile_name"] = params["profile"]
     try:

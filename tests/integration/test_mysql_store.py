@@ -133,6 +133,18 @@ def test_unchanged_kill_corruption_restore_safety_and_bad_inputs(mariadb, tmp_pa
     assert first["changed"] is True and os.path.exists(first["backup"]["manifest"])
     assert second["_status"] == "ok" and second["changed"] is False and second["unchanged"] is True, second
     assert results["checked"]["changed"] is False
+    # a write in another database moves InnoDB's transaction counter, so the constant-time check cannot tell; the
+    # exact hash (read alongside the dump, or first in check mode) finds this store unchanged: no new file
+    listing = sorted(os.listdir(dest))
+    for statement in ("CREATE DATABASE `%s_elsewhere`", "CREATE TABLE `%s_elsewhere`.t (i INT)",
+                      "INSERT INTO `%s_elsewhere`.t VALUES (1)"):
+        mariadb.sql(statement % name)
+    elsewhere, _run = run_tasks([("check", "db_backup", args, {"check_mode": True}), ("run", "db_backup", args)])
+    for task in ("check", "run"):
+        assert elsewhere[task]["_status"] == "ok", elsewhere[task].get("msg")
+        assert elsewhere[task]["changed"] is False and elsewhere[task]["unchanged"] is True, elsewhere[task]
+    assert sorted(os.listdir(dest)) == listing
+    mariadb.sql("DROP DATABASE `%s_elsewhere`" % name)
     assert results["refused"]["_status"] == "failed" and "not empty" in results["refused"]["msg"]
     assert results["restore_new"]["_status"] == "ok", results["restore_new"].get("msg")
     assert results["restore_again"]["_status"] == "failed" and "not empty" in results["restore_again"]["msg"]
