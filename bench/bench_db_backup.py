@@ -106,7 +106,7 @@ def seed_backup_sqlite(db_path, backup_dir):
     return backup_path
 
 
-def bench_sqlite(root, megabytes, reps):
+def bench_sqlite(root, megabytes, reps, backup_only=False):
     print("building a %d MB SQLite store through MLflow's schema..." % megabytes)
     elapsed, (path, rows) = timed(lambda: build_sqlite(root, megabytes))
     size = os.path.getsize(path)
@@ -124,6 +124,12 @@ def bench_sqlite(root, megabytes, reps):
             os.unlink(value["backup"]["manifest"])
         elif value and os.path.exists(value):
             os.unlink(value)
+        settle()
+
+    def settle():
+        # no candidate inherits another's dirty pages (the seed and cp leave 1 GB unsynced): its writeback would
+        # slow the next candidate's writes and fsync
+        subprocess.run(["sync"], check=True)
 
     def db_backup(compression, verify):
         return lambda: run_backup(store, BackupOptions(out, compression=compression, verify=verify, force=True))
@@ -131,7 +137,7 @@ def bench_sqlite(root, megabytes, reps):
     cp_target = os.path.join(out, "copy.db")
     rows_out = []
     med, _times, _v = median_of(reps, lambda: subprocess.run(["cp", path, cp_target], check=True) and cp_target,
-                                lambda _v: os.unlink(cp_target))
+                                lambda _v: remove(cp_target))
     rows_out.append(("cp (physical limit)", med))
 
     def cp_sync():
@@ -139,7 +145,7 @@ def bench_sqlite(root, megabytes, reps):
         subprocess.run(["sync", cp_target], check=True)  # fsync of that file (GNU sync FILE)
         return cp_target
 
-    med, _times, _v = median_of(reps, cp_sync, lambda _v: os.unlink(cp_target))
+    med, _times, _v = median_of(reps, cp_sync, lambda _v: remove(cp_target))
     rows_out.append(("cp + sync (target: db_backup none <= 1.3x)", med))
     med, _times, _v = median_of(reps, lambda: seed_backup_sqlite(path, out), remove)
     rows_out.append(("seed backup_sqlite (backup API, no fsync)", med))
@@ -160,6 +166,8 @@ def bench_sqlite(root, megabytes, reps):
     FIGURES["sqlite_store_bytes"] = size
     FIGURES["sqlite_zstd_backup_bytes"] = zstd_size
     print("  zstd backup size: %.0f MB (%.1f%% of the store)" % (zstd_size / 1048576.0, 100.0 * zstd_size / size))
+    if backup_only:
+        return
     plain = run_backup(store, BackupOptions(os.path.join(root, "plain"), compression="none", verify="none",
                                             force=True))["backup"]["path"]
     restore_rows = []
@@ -207,7 +215,7 @@ def build_postgres(cluster, megabytes):
     return uri
 
 
-def bench_postgres(root, megabytes, reps):
+def bench_postgres(root, megabytes, reps, backup_only=False):
     cluster = PostgresCluster().start()
     try:
         print("building a %d MB PostgreSQL store through MLflow's schema..." % megabytes)
@@ -250,12 +258,28 @@ def bench_postgres(root, megabytes, reps):
         fc_size = os.path.getsize(fc_file)
         os.unlink(fc_file)
         seed_size = os.path.getsize(seed_file)
-        med, _t, dir_gzip = median_of(reps, db_backup("directory", 2, "gzip"), None)
-        results.append(("db_backup directory jobs=2 (gzip)", med))
-        med, _t, dir_none = median_of(reps, db_backup("directory", 2, "none"), None)
-        results.append(("db_backup directory jobs=2 compression=none", med))
+        if backup_only:
+            dir_gzip = dir_none = dict(backup=dict(size_bytes=0))
+        else:
+            med, _t, dir_gzip = median_of(reps, db_backup("directory", 2, "gzip"), None)
+            results.append(("db_backup directory jobs=2 (gzip)", med))
+            med, _t, dir_none = median_of(reps, db_backup("directory", 2, "none"), None)
+            results.append(("db_backup directory jobs=2 compression=none", med))
         med, _t, custom = median_of(reps, db_backup("custom", 1, "zstd"), None)
         results.append(("db_backup custom (zstd, streamed)", med))
+        changed_dest = os.path.join(root, "pg-changed")
+        counter = [0]
+
+        def changed_backup():  # the store changed since the newest backup: no force, the fingerprint decides
+            counter[0] += 1
+            cluster.psql("UPDATE runs SET name = 'r%d' WHERE run_uuid = (SELECT min(run_uuid) FROM runs)" % counter[0],
+                         "bench")
+            return run_backup(store, BackupOptions(changed_dest, compression="zstd", verify="none"))
+
+        run_backup(store, BackupOptions(changed_dest, compression="zstd", verify="none"))
+        med, _t, changed = median_of(reps, changed_backup, remove)
+        assert changed["created"], changed
+        results.append(("db_backup custom (zstd), store changed", med))
         print("PostgreSQL backup, %.0f MB database, %d reps:" % (size / 1048576.0, reps))
         report(results, "seed plain pg_dump > file", "postgres_backup")
         print("  sizes: seed plain %.0f MB; pg_dump -Fc %.0f MB; directory gzip %.0f MB; directory none %.0f MB; "
@@ -270,9 +294,11 @@ def bench_postgres(root, megabytes, reps):
         med, _t, skipped = median_of(reps, lambda: run_backup(store, BackupOptions(unchanged_dest, verify="none")))
         FIGURES["postgres_unchanged_check_s"] = round(med, 3)
         print("  unchanged-store check: %.2f s (unchanged=%s)" % (med, skipped.get("unchanged")))
+        if backup_only:
+            remove(custom)
+            return
 
         restore_rows = []
-        counter = [0]
 
         def fresh():
             counter[0] += 1
@@ -312,13 +338,16 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--sqlite-backup-only", action="store_true", help="SQLite: the backup rows only (no restores)")
+    parser.add_argument("--pg-backup-only", action="store_true",
+                        help="PostgreSQL: only the seed, pg_dump -Fc and db_backup custom rows (no directory format, no restores)")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="mlflowops-bench-backup-")
     try:
         if not args.skip_sqlite:
-            bench_sqlite(os.path.join(root, "sqlite"), args.sqlite_mb, args.reps)
+            bench_sqlite(os.path.join(root, "sqlite"), args.sqlite_mb, args.reps, backup_only=args.sqlite_backup_only)
         if not args.skip_postgres:
-            bench_postgres(os.path.join(root, "postgres"), args.pg_mb, args.reps)
+            bench_postgres(os.path.join(root, "postgres"), args.pg_mb, args.reps, backup_only=args.pg_backup_only)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     FIGURES.update(reps=args.reps, sqlite_mb=None if args.skip_sqlite else args.sqlite_mb,

@@ -105,8 +105,8 @@ class LocalStore(object):
     def _walk(self, directory, rel, real_root, ancestors, via_link):
         for _sort, path, key, kind, info in self._children(directory, rel, real_root, ancestors):
             if kind in ("dir", "linkdir"):
-                yield from self._walk(path, key, real_root, ancestors | {(info.st_dev, info.st_ino)},
-                                      via_link or kind == "linkdir")
+                below = ancestors if info is None else ancestors | {(info.st_dev, info.st_ino)}
+                yield from self._walk(path, key, real_root, below, via_link or kind == "linkdir")
             else:
                 yield Entry(key, info.st_size, info.st_mtime, ref=path if (via_link or kind == "followed") else None)
 
@@ -126,13 +126,17 @@ class LocalStore(object):
                 return items
             raise
         managed = self.managed
-        now = time.time()
+        now = None
+        # A directory's identity (one stat each) only serves the cycle check of symlinked directories, which are
+        # followed only in a source with symlinks=follow/follow_within: a plain walk saves that syscall.
+        dir_ids = self.role != "dest" and self.symlinks != "skip"
         with scanner:
             for dirent in scanner:
                 name = dirent.name
                 if managed:
                     kind, key_name = names.classify_disk_name(name, not rel)
                     if kind == "own":
+                        now = time.time() if now is None else now
                         if key_name == "temp" and self.role == "dest" and fsutil.is_stale(dirent.path, names.TEMP_GRACE_SECONDS, now):
                             shown = rel + "/" + name if rel else name
                             self.stale_temps.add(shown)
@@ -150,7 +154,8 @@ class LocalStore(object):
                         items.append(entry)
                     continue
                 if dirent.is_dir(follow_symlinks=False):
-                    items.append((sort_key(key_name + "/"), dirent.path, key, "dir", dirent.stat(follow_symlinks=False)))
+                    items.append((sort_key(key_name + "/"), dirent.path, key, "dir",
+                                  dirent.stat(follow_symlinks=False) if dir_ids else None))
                 elif dirent.is_file(follow_symlinks=False):
                     items.append((sort_key(key_name), dirent.path, key, "file", dirent.stat(follow_symlinks=False)))
         items.sort(key=lambda item: item[0])

@@ -9,8 +9,10 @@
   the pure decision (copy, skip, or look closer); :mod:`artifact_transfer` does the I/O with bounded concurrency.
 - Stores: :mod:`artifact_stores`; local trees: :mod:`artifact_localfs` (no write ever goes through a symlink;
   files 0600, directories 0700). Reserved names and other pure checks: :mod:`artifact_names`.
-- Local files are written to a temporary name, fsynced, then renamed; manifests are written last, and a mirror
-  removes the old manifest before its first change.
+- Local files are written to a temporary name and renamed; the whole tree is flushed once at the end of the
+  copy (``syncfs``, :func:`artifact_localfs.flush_tree`) instead of one fsync per file; manifests are written
+  after that flush, last, and a mirror removes the old manifest before its first change. Local to local,
+  consecutive files are copied as one task (each directory chain opened once per task).
 - A whole job honours a wall-clock ``Deadline``; a run of consecutive transport failures stops it early
   (``FailureBreaker``) with what was done so far.
 """
@@ -54,10 +56,17 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils.artifact_tra
 
 # ---------------------------------------------------------------- listings
 
+COPY_BATCH = 32  # local to local: files per copy task (consecutive keys; each directory opened once per task)
+# Local to local, the copies are short syscalls that hold the GIL in between: more threads only add GIL hand-offs
+# (measured on 1,000 files of 4 KiB: 1 thread 0.71 s, 2 threads 0.91 s, 16 threads 1.30 s, rsync -a 1.30 s).
+# The two listings still run on their own threads, beside the copies.
+LOCAL_COPY_THREADS = 1
+
 
 def merge_listings(source, dest, deadline=None):
     """Join two key-sorted Entry streams: yields ``(key, source_entry_or_None, dest_entry_or_None)``.
 
+    Both are listed ahead in background threads (two local walks overlap: scandir and stat release the GIL).
     Raises MaintenanceError if either stream is out of order (a silent mis-join could delete data).
     """
     def checked(stream, name):
@@ -260,6 +269,11 @@ def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode
                 before_change()
                 changing.append(True)
 
+    # Local to local, consecutive files are copied as one batch (each directory chain opened once per batch);
+    # local destination files are not fsynced one by one, the tree is flushed once at the end.
+    batching = src.kind == "local" and dst.kind == "local" and link_from is None and not (verify_only or check_mode)
+    wrote = []
+
     def tasks():
         for key, s_entry, d_entry in merge_listings(src.list(), against.list(), deadline):
             if s_entry is None:
@@ -283,7 +297,35 @@ def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode
                 continue
             yield (decision, key, s_entry, d_entry)
 
+    def batched(stream):
+        batch = []
+        for task in stream:
+            decision, _key, s_entry, _d_entry = task
+            if decision in ("missing", "differ") and s_entry.ref is None:
+                batch.append(task)
+                if len(batch) >= COPY_BATCH:
+                    yield ("batch", batch)
+                    batch = []
+                continue
+            if batch:
+                yield ("batch", batch)
+                batch = []
+            yield task
+        if batch:
+            yield ("batch", batch)
+
+    def work_batch(batch):
+        about_to_change()
+        if not wrote:
+            wrote.append(True)
+        copied = transfer.copy_local_batch(src, [task[2] for task in batch], dst, [task[1] for task in batch],
+                                           durable=False)
+        return [(task, None if error else ("copy", task[1], task[2].size, task[2].mtime, sha), error)
+                for task, (sha, error) in zip(batch, copied)]
+
     def work(task):
+        if task[0] == "batch":
+            return ("batch", work_batch(task[1]))
         decision, key, s_entry, d_entry = task
         if decision == "deep":
             if transfer.deep_same(src, s_entry, against, d_entry, compare):
@@ -298,17 +340,33 @@ def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode
                 decision = "differ"
         if decision == "link":
             if not check_mode:
+                if not wrote:
+                    wrote.append(True)
                 localfs.link_file(link_from.root, link_from.parts(key), dst.root, dst.parts(key))
             return ("link", key, d_entry.size, d_entry.mtime, d_entry.sha256)
         if verify_only or check_mode:
             return (decision, key, s_entry.size, s_entry.mtime, None)
         about_to_change()
-        sha = transfer.copy(src, s_entry, dst, key)
+        if dst.kind == "local" and not wrote:
+            wrote.append(True)
+        sha = transfer.copy(src, s_entry, dst, key, durable=dst.kind != "local")
         return ("copy", key, s_entry.size, s_entry.mtime, sha)
 
+    def outcomes(stream):
+        for task, outcome, error in stream:
+            if error is None and outcome[0] == "batch":
+                yield from outcome[1]
+            elif error is not None and task[0] == "batch":
+                for item in task[1]:
+                    yield item, None, error
+            else:
+                yield task, outcome, error
+
     with stopping_with_progress(result, transfer):
-        for task, outcome, error in parallel_map(work, tasks(), concurrency, deadline,
-                                                 should_stop=lambda: transfer.breaker.tripped):
+        stream = parallel_map(work, batched(tasks()) if batching else tasks(),
+                              min(concurrency, LOCAL_COPY_THREADS) if batching else concurrency, deadline,
+                              should_stop=lambda: transfer.breaker.tripped)
+        for task, outcome, error in outcomes(stream):
             if error is not None:
                 result.error(task[1], error)
                 continue
@@ -355,4 +413,11 @@ def sync(src, dst, transfer, compare="auto", delete_extraneous=False, check_mode
                     result.error(key, MaintenanceError(message))
     if dst.kind == "local" and not (check_mode or verify_only) and link_from is None:
         remove_stale_temps(dst, result)
+    if wrote and os.path.isdir(dst.root):
+        # one flush for every file, directory and rename written above, before any manifest says "complete"
+        try:
+            localfs.flush_tree(dst.root)
+        except OSError as exc:
+            raise MaintenanceError("flushing %s to disk failed: %s; no manifest written" % (dst.root, exc),
+                                   **result.progress())
     return result, rows

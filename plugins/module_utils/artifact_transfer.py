@@ -75,25 +75,36 @@ class _Done(object):
     pass
 
 
-def prefetch(iterable, size=5000, deadline=None):
+def prefetch(iterable, size=5000, deadline=None, chunk=256):
     """Iterate ``iterable`` in a background thread, at most ``size`` items ahead (both sides list at once).
 
-    The consumer waits at most until ``deadline`` (a stuck listing cannot hold the job past it)."""
-    items = queue.Queue(maxsize=size)
+    Items cross the queue in lists of up to ``chunk`` (one queue operation per chunk, not per item: a local walk
+    yields tens of thousands of entries). The consumer waits at most until ``deadline`` (a stuck listing cannot
+    hold the job past it)."""
+    items = queue.Queue(maxsize=max(1, size // chunk))
     done = _Done()
     stop = threading.Event()
 
+    def put(item):
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
+            pending = []
             for item in iterable:
-                while not stop.is_set():
-                    try:
-                        items.put(item, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
+                pending.append(item)
+                if len(pending) >= chunk:
+                    if not put(pending):
+                        return
+                    pending = []
+            if pending and not put(pending):
+                return
             items.put(done)
         except BaseException as exc:  # pylint: disable=broad-except
             items.put(exc)
@@ -110,7 +121,7 @@ def prefetch(iterable, size=5000, deadline=None):
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield from item
     finally:
         stop.set()
 
@@ -249,18 +260,30 @@ class Transfer(object):
             return value
         raise AssertionError("unreachable")
 
-    def copy(self, src, entry, dst, dst_key):
-        """Copy ``entry`` of ``src`` to ``dst_key`` of ``dst``; returns the sha256 when it was computed."""
-        return self.guarded(self._copy_once, src, entry, dst, dst_key)
+    def copy(self, src, entry, dst, dst_key, durable=True):
+        """Copy ``entry`` of ``src`` to ``dst_key`` of ``dst``; returns the sha256 when it was computed.
 
-    def _copy_once(self, src, entry, dst, dst_key):
+        ``durable=False``: a local destination file is not fsynced; the caller flushes the tree once
+        (``artifact_localfs.flush_tree``) before it writes a manifest."""
+        return self.guarded(self._copy_once, src, entry, dst, dst_key, durable)
+
+    def _copy_once(self, src, entry, dst, dst_key, durable=True):
         if dst.kind == "local":
-            return self._to_local(src, entry, dst, dst_key)
+            return self._to_local(src, entry, dst, dst_key, durable)
         if src.kind == "local":
             return self._local_to_s3(src, entry, dst, dst.full_key(dst_key))
         return self._s3_to_s3(src, entry, dst, dst.full_key(dst_key))
 
-    def _to_local(self, src, entry, dst, dst_key):
+    @staticmethod
+    def copy_local_batch(src, entries, dst, keys, durable=True):
+        """Local to local: copy a batch of files (``entries[i]`` to ``keys[i]``), each directory of the batch opened
+        once (``artifact_localfs.copy_files``). Returns ``[(sha256, error), ...]`` in order.
+
+        Local I/O errors are not transient: no retries, no breaker (that is for S3 endpoints)."""
+        return localfs.copy_files(src.root, [src.parts(entry.key) for entry in entries],
+                                  dst.root, [dst.parts(key) for key in keys], durable=durable)
+
+    def _to_local(self, src, entry, dst, dst_key, durable=True):
         parts = dst.parts(dst_key)
         if src.kind == "local":
             def copy_local(writer):
@@ -274,7 +297,7 @@ class Transfer(object):
                 # The copy keeps the source's mtime (local to local compares mtimes), not its mode (0600).
                 os.utime(writer.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
                 return digest.hexdigest()
-            return localfs.write_file(dst.root, parts, copy_local)
+            return localfs.write_file(dst.root, parts, copy_local, durable=durable)
 
         key = src.ref(entry)
 
@@ -290,7 +313,7 @@ class Transfer(object):
                 digest.update(block)
                 writer.write(block)
             return digest.hexdigest()
-        return localfs.write_file(dst.root, parts, download, mtime=entry.mtime)
+        return localfs.write_file(dst.root, parts, download, mtime=entry.mtime, durable=durable)
 
     def _local_to_s3(self, src, entry, dst, key):
         sha = entry.sha256 or src.sha256(entry)

@@ -136,10 +136,15 @@ def run_backup(store, opts, check_mode=False, warn=None):
         if store.is_sqlite:
             fingerprint = sqlite_store.fingerprint(store.path)
         else:
+            # the newest backup's fingerprint lets an unchanged store be told in O(1) (postgres_snapshot, mysql_tools)
+            previous = None if opts.force or not newest else newest["manifest"].get("fingerprint")
             if store.is_mysql:
-                snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout)
-            else:  # the newest backup's fingerprint lets an unchanged store be told in O(1) (postgres_snapshot doc)
-                previous = None if opts.force or not newest else newest["manifest"].get("fingerprint")
+                if newest and (newest["manifest"].get("format") != "plain" or newest["manifest"].get("compression") != compression):
+                    previous = None  # another format or compression is never "unchanged": nothing to compare
+                # the exact comparison runs alongside the dump (mysql_tools: SameAsPrevious); check mode decides first
+                snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout, previous=previous,
+                                        defer_scan=not check_mode)
+            else:
                 snap = postgres_snapshot.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout, previous=previous)
             fingerprint = snap.fingerprint
         try:
@@ -151,15 +156,10 @@ def run_backup(store, opts, check_mode=False, warn=None):
                                            if snap.schema_revision is None else "no runs table"))
             result = dict(created=False, unchanged=False, verified=None, backup=None)
             manifest = newest["manifest"] if newest else {}
-            unchanged = bool(newest) and not opts.force and manifest.get("fingerprint") == fingerprint \
-                and manifest.get("format") == fmt and manifest.get("compression") == compression
-            if unchanged and opts.verify != "none":
-                try:
-                    backups.verify_checksum(newest["path"], manifest)
-                    result["verified"] = "checksum"
-                except MaintenanceError as exc:
-                    warn("%s; taking a new backup" % exc.msg)
-                    unchanged = False
+            unchanged = bool(newest) and not opts.force and fingerprint is not None \
+                and manifest.get("fingerprint") == fingerprint and manifest.get("format") == fmt and manifest.get("compression") == compression
+            if unchanged:
+                unchanged = _newest_intact(newest, opts, result, warn)
             if unchanged:
                 result.update(unchanged=True, backup=_summary(newest["path"], manifest),
                               msg="the store has not changed since %s (%s); no new backup" % (
@@ -178,10 +178,26 @@ def run_backup(store, opts, check_mode=False, warn=None):
                                                             schema_revision=None, created_at=backups.iso(started)),
                                   msg="would write %s" % path)
                 else:
-                    manifest = _write_backup(store, opts, path, fmt, compression, external, started, fingerprint,
-                                             snap, pg_dump, watch, identity)
-                    result.update(created=True, backup=_summary(path, manifest), verified=manifest.get("verified"),
-                                  msg="wrote %s" % path)
+                    try:
+                        manifest = _write_backup(store, opts, path, fmt, compression, external, started, fingerprint,
+                                                 snap, pg_dump, watch, identity)
+                    except myt.SameAsPrevious:
+                        # MySQL: the exact fingerprint, read alongside the dump, equals the newest backup's
+                        manifest = None
+                        if newest["manifest"].get("format") == fmt and newest["manifest"].get("compression") == \
+                                compression and _newest_intact(newest, opts, result, warn):
+                            result.update(unchanged=True, backup=_summary(newest["path"], newest["manifest"]),
+                                          msg="the store has not changed since %s (%s); no new backup" % (
+                                              newest["name"], snap.fingerprint["method"]))
+                            new_entry = None
+                        else:
+                            snap.close()
+                            snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout)
+                            manifest = _write_backup(store, opts, path, fmt, compression, external, started, None,
+                                                     snap, pg_dump, watch, identity)
+                    if manifest is not None:
+                        result.update(created=True, backup=_summary(path, manifest), verified=manifest.get("verified"),
+                                      msg="wrote %s" % path)
         finally:
             if snap is not None:
                 snap.close()
@@ -189,6 +205,19 @@ def run_backup(store, opts, check_mode=False, warn=None):
         result["ignored"] = ignored
     result["store"] = identity
     return result
+
+
+def _newest_intact(newest, opts, result, warn):
+    """Whether the newest backup may stand for an unchanged store: its checksum holds (unless verify is none)."""
+    if opts.verify == "none":
+        return True
+    try:
+        backups.verify_checksum(newest["path"], newest["manifest"])
+    except MaintenanceError as exc:
+        warn("%s; taking a new backup" % exc.msg)
+        return False
+    result["verified"] = "checksum"
+    return True
 
 
 def _sqlite_backup_problem(path):
@@ -284,11 +313,16 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
             with myt.option_file(store) as defaults_file:
                 argv = myt.dump_argv(pg_dump, defaults_file, store.database,
                                      oracle=myt.is_oracle_mysqldump(manifest["tools"].get("dump")))
+                snap.start_scan()  # a pending exact fingerprint: in the snapshot taken before the dump (mysql_tools)
                 sha256, size = myt.dump_to(store, argv, partial, external, opts.timeout, opts.file_mode)
+            manifest["fingerprint"] = snap.finish_scan(opts.timeout)
+            if snap.same_as_previous:
+                raise myt.SameAsPrevious()  # before the rename: the partial file goes (run_backup decides)
             files = None
         else:
-            manifest.update(schema_revision=snap.schema_revision, row_counts=snap.row_counts,
-                            database=store.database, server_version=snap.server_version)
+            manifest.update(schema_revision=snap.schema_revision, database=store.database,
+                            server_version=snap.server_version)
+            snap.start_scan()  # a pending exact fingerprint: in the same snapshot, while pg_dump runs (postgres_snapshot)
             with pgpass_file(store) as pgpass:
                 env = pgt.child_env(store, pgpass, connect_timeout=opts.connect_timeout)
                 out_path = partial if (fmt == "directory" or external == "none") else None
@@ -297,6 +331,7 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
                                                 major=pgt.tool_major(pg_dump))
                 sha256, size, files = pgt.dump_to(store, env, argv, external, partial, opts.timeout,
                                                   directory=(fmt == "directory"))
+            manifest.update(fingerprint=snap.finish_scan(opts.timeout), row_counts=snap.row_counts)
             if fmt == "directory":
                 fsutil.chmod_tree(partial, opts.file_mode, opts.dir_mode)
             else:
@@ -306,7 +341,9 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
         manifest.update(size_bytes=size, sha256=sha256)
         if files is not None:
             manifest["files"] = files
-        manifest["verified"] = verify_new(store, opts, path, manifest)
+        # the SQLite file copy hashed the very bytes it wrote, in the same pass: no second read (db_verify)
+        manifest["verified"] = verify_new(store, opts, path, manifest, hashed_as_written=(
+            manifest.get("snapshot_method") == "file-copy" and external == "none"))
         manifest["duration_s"] = watch.elapsed()
         manifest["completed_at"] = backups.iso(backups.utc_now())
         fsutil.write_json_atomic(backups.manifest_path_for(path), manifest, mode=opts.file_mode)

@@ -42,10 +42,20 @@ def describe_differences(differences):
 
 # ---------------------------------------------------------------- db_backup's verify
 
-def verify_new(store, opts, path, manifest):
+def verify_new(store, opts, path, manifest, hashed_as_written=False):
+    """db_backup's ``verify`` of a new backup; returns what was verified (None, ``checksum`` or ``restore``).
+
+    ``hashed_as_written``: the manifest's sha256 was computed in the copy's own pass from the very buffers that
+    were written (the SQLite file copy), so the backup is not read a second time to hash it again (that read
+    would come from the page cache the copy just filled); its size is checked. Otherwise the backup is re-read
+    and its sha256 compared with the manifest's.
+    """
     if opts.verify == "none":
         return None
-    backups.verify_checksum(path, manifest)
+    if hashed_as_written:
+        backups.verify_size(path, manifest)
+    else:
+        backups.verify_checksum(path, manifest)
     if opts.verify == "checksum":
         return "checksum"
     if store.is_sqlite:

@@ -4,7 +4,9 @@
 """SQLite backend stores: consistent online snapshots, change fingerprints, integrity checks.
 
 Snapshot, first choice (:func:`copy_snapshot`, "file-copy"): the database file is copied at copy speed while
-a read transaction pins a consistent snapshot, and hashed in the same pass:
+a read transaction pins a consistent snapshot, and hashed in the same pass (each chunk is read into a reused
+buffer, written, and hashed from that same buffer on a second thread, so the sha256 costs no extra read and runs
+beside the copy):
 
 - rollback-journal modes (delete, truncate, persist): the read transaction holds SQLite's SHARED lock, so no
   writer can change the file until the copy ends (writers wait through their busy timeout, as with the
@@ -41,13 +43,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import bisect
 import errno
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import stat as _stat
 import struct
+import threading
 
 from ansible.module_utils.six.moves.urllib.parse import quote
 
@@ -250,7 +255,9 @@ def has_user_tables(path):
         conn.close()
 
 
-COPY_CHUNK = 4 << 20
+COPY_CHUNK = 1 << 20  # small enough that the hash thread reads a chunk while it is still in the CPU cache
+COPY_BUFFERS = 4
+_preadv = getattr(os, "preadv", None)
 WAL_HEADER_SIZE = 32
 WAL_FRAME_HEADER_SIZE = 24
 WAL_INDEX_VERSION = 3007000
@@ -301,28 +308,114 @@ def wal_page_map(wal_fd, index, page_size):
     return pages
 
 
-def _copy_pages(main_fd, wal_fd, wal_pages, page_size, page_count, out, digest, is_wal):
-    """Write pages 1..page_count (main file, or the WAL frame in ``wal_pages``) to ``out``; returns the size."""
+class _Hasher(object):
+    """sha256 of the copied chunks on a second thread, from the very buffers that were written.
+
+    ``hashlib`` releases the GIL on large buffers, so the hash runs beside the copy (on another core) instead of
+    after it. A buffer goes back to the free list only once it is hashed; the copy waits for a free one, so at
+    most ``COPY_BUFFERS`` chunks are in flight.
+    """
+
+    def __init__(self, chunk_size):
+        self.digest = hashlib.sha256()
+        self.free = queue.Queue()
+        self.full = queue.Queue()
+        self.error = None
+        for _index in range(COPY_BUFFERS):
+            self.free.put(bytearray(chunk_size))
+        self.thread = threading.Thread(target=self._run, name="mlflowops-sqlite-hash")
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            item = self.full.get()
+            if item is None:
+                return
+            buf, size = item
+            try:
+                if self.error is None:
+                    self.digest.update(memoryview(buf)[:size])
+            except Exception as exc:  # pylint: disable=broad-except
+                self.error = exc
+            self.free.put(buf)
+
+    def take(self):
+        if self.error is not None:
+            raise self.error
+        return self.free.get()
+
+    def hash(self, buf, size):
+        self.full.put((buf, size))
+
+    def finish(self):
+        """The hex digest, once every chunk handed over is hashed."""
+        self.full.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.digest.hexdigest()
+
+    def abandon(self):
+        if self.thread.is_alive():
+            self.full.put(None)
+            self.thread.join()
+
+
+def _read_into(fd, view, offset, what):
+    """Fill ``view`` (a memoryview) from ``fd`` at ``offset``; _NotCopyable when the file ends before."""
+    done = 0
+    while done < len(view):
+        if _preadv is not None:
+            count = _preadv(fd, [view[done:]], offset + done)
+        else:  # no preadv (not Linux or BSD): a read into a new bytes object
+            data = os.pread(fd, len(view) - done, offset + done)
+            count = len(data)
+            view[done:done + count] = data
+        if count <= 0:
+            raise _NotCopyable("%s is shorter than its index says (%d of %d bytes at %d)" % (
+                what, done, len(view), offset))
+        done += count
+
+
+def _copy_pages(main_fd, wal_fd, wal_pages, page_size, page_count, out, is_wal):
+    """Write pages 1..page_count (main file, or the WAL frame in ``wal_pages``) to ``out``.
+
+    Returns ``(sha256 hex, size)``. Each chunk is read into a reused buffer (``preadv``: no allocation per
+    chunk), written with ``out.write`` and hashed from that same buffer on the hash thread, so the checksum is
+    that of the bytes written, in the same pass.
+    """
     per_chunk = max(1, COPY_CHUNK // page_size)
+    in_wal = sorted(wal_pages)
+    hasher = _Hasher(per_chunk * page_size)
     written = 0
     page = 1
-    while page <= page_count:
-        if page in wal_pages:
-            data = _pread_exact(wal_fd, page_size, wal_pages[page], "the WAL file")
-            count = 1
-        else:
-            count = 1
-            while count < per_chunk and page + count <= page_count and (page + count) not in wal_pages:
-                count += 1
-            data = _pread_exact(main_fd, count * page_size, (page - 1) * page_size, "the database file")
-        if page == 1 and is_wal:
-            # file format versions 1/1: a rollback-journal database, one self-contained file
-            data = data[:18] + b"\x01\x01" + data[20:]
-        out.write(data)
-        digest.update(data)
-        written += len(data)
-        page += count
-    return written
+    try:
+        while page <= page_count:
+            count = min(per_chunk, page_count - page + 1)
+            buf = hasher.take()
+            view = memoryview(buf)
+            # the chunk's pages from the WAL one by one, the runs between them from the main file in one read each
+            start = page
+            for number in in_wal[bisect.bisect_left(in_wal, page):bisect.bisect_left(in_wal, page + count)] + [page + count]:
+                if number > start:
+                    _read_into(main_fd, view[(start - page) * page_size:(number - page) * page_size],
+                               (start - 1) * page_size, "the database file")
+                if number < page + count:
+                    _read_into(wal_fd, view[(number - page) * page_size:(number - page + 1) * page_size],
+                               wal_pages[number], "the WAL file")
+                start = number + 1
+            if page == 1 and is_wal:
+                # file format versions 1/1: a rollback-journal database, one self-contained file
+                buf[18:20] = b"\x01\x01"
+            size = count * page_size
+            out.write(view[:size])
+            hasher.hash(buf, size)
+            written += size
+            page += count
+        return hasher.finish(), written
+    finally:
+        hasher.abandon()
 
 
 def copy_snapshot(source_path, out, busy_timeout=60):
@@ -332,7 +425,6 @@ def copy_snapshot(source_path, out, busy_timeout=60):
     ``dict(method="backup-api", reason)`` when the file copy does not apply (nothing was written to ``out``; the
     caller then uses :func:`snapshot`). Never writes the source.
     """
-    import hashlib as _hashlib  # pylint: disable=import-outside-toplevel
     check_source(source_path)
     fds = []
     reader = writer = None
@@ -378,14 +470,13 @@ def copy_snapshot(source_path, out, busy_timeout=60):
                 raise _NotCopyable("the database file is shorter than the snapshot and the WAL does not hold the rest")
         except (_NotCopyable, sqlite3.Error, OSError) as exc:
             return dict(method="backup-api", reason=str(exc))
-        digest = _hashlib.sha256()
         try:
-            size = _copy_pages(fds[0], fds[2] if is_wal else None, wal_pages, page_size, page_count, out, digest, is_wal)
+            sha256, size = _copy_pages(fds[0], fds[2] if is_wal else None, wal_pages, page_size, page_count, out, is_wal)
         except _NotCopyable as exc:
             raise MaintenanceError("SQLite snapshot of %s failed: %s" % (source_path, exc))
         out.flush()
         reader.execute("ROLLBACK")
-        return dict(method="file-copy", schema_revision=revision, sha256=digest.hexdigest(), size_bytes=size,
+        return dict(method="file-copy", schema_revision=revision, sha256=sha256, size_bytes=size,
                     journal_mode=journal_mode)
     finally:
         # connections first: the read transaction must end before our descriptors are closed (POSIX locks)

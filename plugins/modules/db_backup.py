@@ -73,7 +73,9 @@ options:
     default: auto
   verify:
     description:
-      - C(checksum) re-reads the written backup and checks its sha256.
+      - C(checksum) re-reads the written backup and checks its sha256. A SQLite file copy without compression is
+        hashed in the copy's own pass, on a second thread, from the very buffers that are written, and only its size
+        is checked afterwards (a re-read would come from the page cache the copy just filled).
       - C(restore) also restores it into a scratch target that is dropped afterwards. SQLite, a temporary file
         that must pass C(PRAGMA integrity_check). PostgreSQL, a scratch database (the role needs C(CREATEDB))
         whose table row counts must equal the source's as of the dump. MySQL, a scratch database
@@ -137,13 +139,26 @@ notes:
   - SQLite unchanged detection compares the database and WAL files' state. A checkpoint without new commits can
     make it take one extra backup; it never misses a committed change. The fingerprint is taken before the
     snapshot, so writes during a backup make the next run back up again.
-  - PostgreSQL unchanged detection costs one sequential scan of each table (in the dump's snapshot).
+  - PostgreSQL unchanged detection takes constant time when nothing in the cluster wrote since the newest backup (the dump
+    snapshot's transaction ids). Otherwise, when this database's write counters (C(pg_stat_user_tables)) are
+    as they were, one sequential scan of each table (C(count) and C(sum(xmin)), in the dump's snapshot)
+    decides before any dump; when there is nothing to compare with (first backup, O(force)) or the counters
+    moved, the store is backed up and that scan runs alongside C(pg_dump), in the same snapshot, only to be
+    recorded for the next run. Counters that arrive late (a session flushes them up to about 10 s after a
+    write) can make it take one extra backup; the counters alone never make it skip one.
   - MySQL/MariaDB unchanged detection does not trust C(information_schema.tables.UPDATE_TIME) (InnoDB forgets it
-    on a restart). In one consistent snapshot taken before the dump, it hashes the table list, each table's
-    C(SHOW CREATE TABLE) (without the C(AUTO_INCREMENT) counter), C(COUNT(*)), C(CHECKSUM TABLE) (every row's
-    content) and the alembic revision, so any committed insert, update or delete makes a new backup; a table
-    whose checksum cannot be read disables skipping (when in doubt, back up). The cost is about one extra read
-    of every table. Writes between the fingerprint and the dump only make the next run back up again.
+    on a restart). It takes constant time when nothing on the server wrote since the newest backup, that is when, in one
+    consistent snapshot taken before the dump, InnoDB's transaction counter (C(Innodb_max_trx_id), moved by every
+    write and every commit), the open read-write transactions (C(information_schema.innodb_trx), PROCESS
+    privilege), the server's start time, the tables with their engines and C(SHOW CREATE TABLE) and the alembic
+    revision are as they were.
+  - Otherwise (a non-InnoDB table, Oracle MySQL without that counter, no PROCESS privilege, any write on the
+    server) an exact hash decides, over the table list, each table's C(SHOW CREATE TABLE) (without the
+    C(AUTO_INCREMENT) counter), C(COUNT(*)), C(CHECKSUM TABLE) (every row's content) and the alembic revision,
+    read in that same snapshot while the dump runs. When it equals the newest backup's, the new dump is discarded
+    and the store reported unchanged (check mode reads it before deciding). Any committed insert, update or
+    delete makes a new backup; a table whose checksum cannot be read disables skipping (when in doubt, back up).
+    Writes between the fingerprint and the dump only make the next run back up again.
   - When the store is unchanged and O(verify) is not C(none), the newest backup's checksum is checked; a corrupt
     newest backup makes the module take a new one.
 seealso:
@@ -290,6 +305,7 @@ msg:
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.backups import check_jobs, grace_seconds
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_tools
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_backup import BackupOptions, run_backup
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import retention_argument_spec, retention_policy
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import backend_store_from_module
@@ -322,6 +338,7 @@ def run(module):
         raise MaintenanceError(str(exc))
     grace = grace_seconds(params["incomplete_grace"])
     store = backend_store_from_module(module)
+    db_tools.require_driver(store)
     opts = BackupOptions(params["dest"], fmt=params["format"], jobs=params["jobs"],
                          compression=params["compression"], verify=params["verify"],
                          retention=policy, incomplete_grace=grace, force=params["force"],
