@@ -34,6 +34,19 @@ def median_of(reps, func, cleanup=None):
     return statistics.median(times), times, value
 
 
+def interleaved_medians(reps, candidates):
+    """``[(name, median seconds)]`` of candidates ``(name, func, cleanup)`` run round-robin: every rep runs each
+    candidate once, in order, so a burst of outside load lands on all of them alike rather than on one row."""
+    times = dict((name, []) for name, _func, _cleanup in candidates)
+    for _rep in range(reps):
+        for name, func, cleanup in candidates:
+            elapsed, value = timed(func)
+            times[name].append(elapsed)
+            if cleanup:
+                cleanup(value)
+    return [(name, statistics.median(times[name])) for name, _func, _cleanup in candidates]
+
+
 def medians(rows):
     """{key: median over the rows} for rows of figures that all have the same keys."""
     return dict((key, statistics.median(row[key] for row in rows)) for key in rows[0])
