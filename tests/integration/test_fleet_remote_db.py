@@ -140,3 +140,26 @@ def test_store_tasks_run_on_the_controller_and_backups_land_in_the_hosts_namespa
     assert len(glob.glob(os.path.join(backup_dest, host.name, "*.manifest.json"))) == 1
     backup = [r for r in again.records if r["action"].endswith("db_backup")][0]
     assert _delegated_to(again, backup) == "localhost" and backup["result"]["unchanged"] is True
+
+
+def test_report_reads_the_store_and_the_backups_from_the_controller(remote_db):
+    host = remote_db["host"]
+    with open(remote_db["log"], "w"):
+        pass  # only this run's modules from here on
+    report_dir = os.path.join(os.path.dirname(remote_db["backup_dest"]), "reports")
+    run = run_playbook(os.path.join(REPO_ROOT, "playbooks", "report.yml"), inventory=remote_db["inventory"],
+                       timeout=600, extra_vars={"ansible_python_interpreter": None, "report_dest": report_dir})
+    assert run.rc == 0, run.stdout[-4000:] + run.stderr[-3000:]
+    for action in ("store_info", "backup_info"):
+        record = [r for r in run.records if r["action"].endswith(action)][0]
+        assert _delegated_to(run, record) == "localhost", record
+    with open(remote_db["log"]) as handle:
+        # The collection's modules that ran on the SSH host ("unknown": ansible.builtin ones, such as the stat of
+        # the host's own cleanup record).
+        ran = set(line.strip().rsplit(".", 1)[-1] for line in handle if line.strip()) - {"unknown"}
+    assert ran == {"server_info"}, ran
+    with open(os.path.join(report_dir, "report.json")) as handle:
+        row = json.load(handle)["hosts"][0]
+    manifest = glob.glob(os.path.join(remote_db["backup_dest"], host.name, "*.manifest.json"))[0]
+    assert row["host"] == host.name and row["engine"] == "postgresql" and row["errors"] == [], row
+    assert row["backup"]["name"] == os.path.basename(manifest)[:-len(".manifest.json")] and row["backup_ok"] is True
