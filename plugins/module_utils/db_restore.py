@@ -23,6 +23,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils import backu
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import compression as compress
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_verify
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import mlflow_tables
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import mysql_tools as myt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_tools as pgt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
@@ -292,23 +293,19 @@ def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, r
             os.unlink(temp)
 
 
-def tables_not_in_backup(existing, manifest, key):
-    """The tables of ``existing`` that the backup does not hold (``key(*table)`` names them as its manifest does:
-    ``tables``, else the ``row_counts`` keys); none when the manifest records no table list at all."""
-    recorded = manifest.get("tables") or list((manifest.get("row_counts") or {}).keys())
-    if not recorded:
-        return []
-    recorded = set(recorded)
-    return sorted(table for table in existing if key(*table) not in recorded)
+def _recorded_tables(manifest):
+    """The tables a backup holds, as its manifest records them (``tables``, else the ``row_counts`` keys)."""
+    return list(manifest.get("tables") or (manifest.get("row_counts") or {}).keys())
 
 
 def _restore_postgres(store, entry, manifest, force, target_database, jobs, timeout, connect_timeout, check_mode,
                       result):
     """pg_restore --clean --if-exists into the store's (or ``target_database``) database.
 
-    With ``force``, the target's tables that the backup does not hold (created after it, for example by a later
+    With ``force``, MLflow's tables that the backup does not hold (created after it, for example by a later
     schema migration) are dropped first, with what depends on them: --clean drops only the backup's own objects,
-    and a newer table's foreign key on one of them would make that drop fail. They are listed in ``dropped_tables``.
+    and a newer table's foreign key on one of them would make that drop fail. They are listed in ``dropped_tables``;
+    other tables the backup does not hold are left alone and listed in ``kept_tables``.
     """
     database = target_database or store.database
     result["target_database"] = database
@@ -317,8 +314,10 @@ def _restore_postgres(store, entry, manifest, force, target_database, jobs, time
     if existing and not force:
         raise MaintenanceError("target database %s is not empty; set force=true to replace its MLflow tables "
                                "(pg_restore --clean --if-exists)" % database)
-    extra = tables_not_in_backup(existing, manifest, pgt.table_key)
-    result["dropped_tables"] = [pgt.table_key(*table) for table in extra]
+    by_name = dict((pgt.table_key(*table), table) for table in existing)
+    drop, result["kept_tables"] = mlflow_tables.extra_tables_plan(list(by_name), _recorded_tables(manifest))
+    result["dropped_tables"] = drop
+    extra = [by_name[name] for name in drop]
     result["created_database"] = not exists
     if check_mode:
         return
@@ -358,16 +357,16 @@ def _restore_mysql(store, entry, manifest, force, target_database, timeout, conn
         raise MaintenanceError("target database %s is not empty; set force=true to replace its MLflow tables "
                                "(each table of the backup is dropped and recreated)" % database)
     result["created_database"] = not exists
-    recorded = manifest.get("tables") or list((manifest.get("row_counts") or {}).keys())
-    extra = sorted(set(existing) - set(recorded)) if recorded else []
-    result["dropped_tables"] = extra
+    recorded = _recorded_tables(manifest)
+    result["dropped_tables"], result["kept_tables"] = mlflow_tables.extra_tables_plan(existing, recorded)
     client = myt.find_tool(myt.CLIENT_TOOLS, "the MySQL client")
     if check_mode:
         return
     if not exists:
         myt.create_database(store, connect_timeout, database)
-    if existing:
-        myt.drop_tables(store, connect_timeout, database, existing)
+    replaced = sorted(set(existing) & set(recorded)) + result["dropped_tables"]
+    if replaced:
+        myt.drop_tables(store, connect_timeout, database, replaced)
     with fsutil.private_umask():
         with myt.option_file(store) as defaults_file:
             argv = myt.client_argv(client, defaults_file, database, connect_timeout=connect_timeout)

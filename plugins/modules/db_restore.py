@@ -20,20 +20,23 @@ description:
     renamed over the target atomically. The replaced file (and its WAL) is kept as
     C(<name>.pre-restore-<timestamp>) unless O(keep_previous=false).
   - B(PostgreSQL) is restored with C(pg_restore --clean --if-exists) (with O(jobs)), or C(psql) for plain dumps,
-    into the store's database or into O(target_database), which is created when missing. With O(force=true) the
-    target's tables that the backup does not hold (created after it, for example by a schema migration) are dropped
-    first, with what depends on them (C(--clean) drops only the backup's own objects), and listed in
+    into the store's database or into O(target_database), which is created when missing. With O(force=true)
+    MLflow's tables that the backup does not hold (created after it, for example by a schema migration) are
+    dropped first, with what depends on them (C(--clean) drops only the backup's own objects), and listed in
     RV(dropped_tables). The restored tables' row counts must equal those recorded at dump time.
   - B(MySQL/MariaDB) is restored by replaying the plain SQL dump with the C(mariadb) (or C(mysql)) client, which
     stops at the first error, into the store's database or into O(target_database) (created when missing; the
-    user needs the C(CREATE) privilege). With O(force=true) every table of the target is dropped first, so the
-    database is the backup's again; tables the backup does not hold (created after it, for example by a
-    migration, as MySQL DDL is not transactional) are listed in RV(dropped_tables).
+    user needs the C(CREATE) privilege). With O(force=true) the backup's tables and MLflow's tables that the
+    backup does not hold (created after it, for example by a migration, as MySQL DDL is not transactional) are
+    dropped first, so the schema is the backup's again; the latter are listed in RV(dropped_tables).
     The password reaches the client only through a temporary 0600
     option file (C(--defaults-extra-file)). When the backup was verified by restoring it (C(verify=restore) of
     db_backup), the restored row counts must equal the recorded ones; otherwise every table of the backup must
     exist afterwards.
   - A target that already holds tables is only replaced with O(force=true).
+  - A forced restore only drops tables that are the backup's or MLflow's own (by name, in the backup's schemas,
+    every table MLflow's schemas create up to 3.17). Any other table of the target is left as it is and listed in
+    RV(kept_tables).
   - Only a backup of the same store is restored (the identity db_backup records in the manifest; for SQLite the
     resolved real path of the database file, for PostgreSQL host, port and database). A backup of another store,
     or an old one whose manifest records no store, needs O(allow_other_store=true).
@@ -208,8 +211,13 @@ owner:
   type: dict
   sample: {uid: 65534, gid: 65534, mode: "0600"}
 dropped_tables:
-  description: Tables of the target that the backup does not hold, dropped (or in check mode to be
+  description: MLflow's tables of the target that the backup does not hold, dropped (or in check mode to be
     dropped) with O(force=true) (PostgreSQL, with what depends on them).
+  returned: when the store is MySQL or PostgreSQL
+  type: list
+  elements: str
+kept_tables:
+  description: Tables of the target that the backup does not hold and that are not MLflow's, left alone.
   returned: when the store is MySQL or PostgreSQL
   type: list
   elements: str

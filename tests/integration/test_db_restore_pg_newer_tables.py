@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 """A forced PostgreSQL restore over a database that a later migration extended: a new table with a foreign key on
 one of the backup's tables made pg_restore --clean fail ("cannot drop constraint ... other objects depend on it"),
-so the upgrade role's rollback could not restore. The new tables are dropped first and reported."""
+so the upgrade role's rollback could not restore. MLflow's new tables are dropped first and reported; a table that
+is not MLflow's is left alone."""
 import uuid
 
 from harness.runner import run_module
@@ -21,16 +22,20 @@ def test_forced_restore_drops_the_tables_a_later_migration_added(postgres, tmp_p
     # What a migration does afterwards: a new table referencing runs, new rows, a new revision.
     postgres.psql("SET ROLE \"%s\"; CREATE TABLE logged_models (id int PRIMARY KEY, "
                   "source_run_id text REFERENCES runs (run_uuid)); INSERT INTO logged_models VALUES (1, 'r1');"
-                  "INSERT INTO runs VALUES ('late', 0); UPDATE alembic_version SET version_num = 'new2'" % owner, name)
+                  "INSERT INTO runs VALUES ('late', 0); UPDATE alembic_version SET version_num = 'new2';"
+                  # Somebody else's table in the same database, created after the backup: not the restore's to drop.
+                  "CREATE TABLE team_notes (note text); INSERT INTO team_notes VALUES ('keep me')" % owner, name)
 
     args = {"backend_store_uri": uri, "src": backup["backup"]["manifest"], "force": True}
     planned, _run = run_module("db_restore", args, check=True)
     assert planned["_status"] == "ok" and planned["dropped_tables"] == ["logged_models"], planned
+    assert planned["kept_tables"] == ["team_notes"]
     assert postgres.psql("SELECT count(*) FROM logged_models", name) == "1"  # check mode changed nothing
 
     restored, run = run_module("db_restore", args)
     assert restored["_status"] == "ok", run.stdout[-3000:]
-    assert restored["dropped_tables"] == ["logged_models"]
+    assert restored["dropped_tables"] == ["logged_models"] and restored["kept_tables"] == ["team_notes"]
+    assert postgres.psql("SELECT note FROM team_notes", name) == "keep me"
     assert postgres.psql("SELECT to_regclass('logged_models') IS NULL", name) == "t"
     assert postgres.psql("SELECT version_num FROM alembic_version", name) == "old1"
     assert postgres.psql("SELECT count(*) FROM runs", name) == "50"
