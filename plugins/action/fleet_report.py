@@ -14,19 +14,12 @@ import os
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import fsutil
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import merge_argument_spec
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.fleet_report_spec import ARGUMENT_SPEC
 from ansible_collections.mlflowops.maintenance.plugins.plugin_utils import fleet_report as fr
 
-ARGUMENT_SPEC = dict(
-    hosts=dict(type="list", elements="str", required=True),
-    report_dir=dict(type="path", required=True),
-    backup_max_age_hours=dict(type="float", default=26.0),
-    keep_history=dict(type="int", default=30),
-    health_var=dict(type="str", default="report_health"),
-    stats_var=dict(type="str", default="report_stats"),
-    backups_var=dict(type="str", default="report_backups"),
-    cleanup_var=dict(type="str", default="report_cleanup"),
-    offsite_var=dict(type="str", default="report_offsite"),
-)
+# The action group's option families are accepted (module_defaults for the group reach this task too) and ignored.
+FULL_ARGUMENT_SPEC = merge_argument_spec(ARGUMENT_SPEC)
 
 
 def _host_value(hostvars, host, name):
@@ -52,7 +45,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        validation, args = self.validate_argument_spec(argument_spec=FULL_ARGUMENT_SPEC)
         del validation
         if args["keep_history"] < 1:
             return dict(result, failed=True, msg="keep_history must be at least 1")

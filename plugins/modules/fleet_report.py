@@ -25,6 +25,11 @@ description:
   - Use it through the C(mlflowops.maintenance.report) role, once per play (C(run_once)).
 author:
   - mlflowops maintainers (@mlflowops)
+extends_documentation_fragment:
+  - mlflowops.maintenance.common
+  - mlflowops.maintenance.tracking
+  - mlflowops.maintenance.backend_store
+  - mlflowops.maintenance.s3
 options:
   hosts:
     description: The inventory hostnames to report on (for example C(ansible_play_hosts_all)).
@@ -77,6 +82,9 @@ attributes:
     description: No diff.
 notes:
   - Always reports C(changed) when it writes, since every run writes a new dated report.
+  - A member of the C(mlflowops.maintenance.mlflow) action group, so that the group's C(module_defaults) reach it;
+    it accepts the tracking, backend store, S3 and O(deadline) options and ignores them (it reads registered
+    results, not a server or a store).
 """
 
 EXAMPLES = r"""
@@ -124,3 +132,17 @@ history_pruned:
   type: list
   elements: str
 """
+
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.base import MlflowOpsModule
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.fleet_report_spec import ARGUMENT_SPEC
+
+
+def main():
+    # Reached only when the action plugin of the same name is not used (it always is, from this collection).
+    module = MlflowOpsModule(supports_check_mode=True, argument_spec=ARGUMENT_SPEC)
+    module.fail_json(msg="fleet_report runs on the controller through its action plugin; call it as "
+                         "mlflowops.maintenance.fleet_report from a play")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,8 @@ FAMILY_ARGS = dict(
 
 # The module's own required options (anything, they are not used before validation ends).
 REQUIRED = dict(db_backup=dict(dest="/x"), db_restore=dict(src="/x"), artifacts_backup=dict(src="/a", dest="/b"),
-                backup_info=dict(path="/x"), backup_offsite=dict(path="/x", bucket="b", namespace="h"))
+                backup_info=dict(path="/x"), backup_offsite=dict(path="/x", bucket="b", namespace="h"),
+                fleet_report=dict(hosts=["a"], report_dir="/x"))
 
 
 def load(name):
@@ -131,7 +132,13 @@ def run_case(case, sqlite_uri, job, check_mode=False):
 def test_the_cases_cover_the_action_group():
     assert sorted(case[0] for case in CASES) == sorted(set(ACTION_GROUP) & set(case[0] for case in CASES))
     missing = set(ACTION_GROUP) - set(case[0] for case in CASES)
-    assert missing <= {"store_info"}, "add a main() case for %s" % sorted(missing)
+    # fleet_report's work is its action plugin's (tests/unit/plugins/plugin_utils, the report role's tests).
+    assert missing <= {"store_info", "fleet_report"}, "add a main() case for %s" % sorted(missing)
+
+
+def test_fleet_report_without_its_action_plugin_says_where_it_runs():
+    result = failed(load("fleet_report").main, dict(FAMILY_ARGS, hosts=["a"], report_dir="/x"), name="fleet_report")
+    assert "runs on the controller through its action plugin" in result["msg"] and "duration_s" in result
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
