@@ -21,7 +21,10 @@ _LOG_TRACES = r"""
 import json, sys
 import mlflow
 from mlflow import MlflowClient
-url, experiment_id, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url, experiment_id, count, with_folders = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+if with_folders:
+    from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
+    MlflowV3SpanExporter._export_spans_incrementally = lambda self, spans: None
 mlflow.set_tracking_uri(url)
 mlflow.set_experiment(experiment_id=experiment_id)
 ids = []
@@ -35,11 +38,18 @@ print(json.dumps(ids))
 """
 
 
-def log_traces_with_client(server_url, experiment_id, count):
-    """Trace ids of ``count`` traces logged by the MLflow client (fluent spans) into the experiment."""
+def log_traces_with_client(server_url, experiment_id, count, with_folders=False):
+    """Trace ids of ``count`` traces logged by the MLflow client (fluent spans) into the experiment.
+
+    The client also sends spans to the tracking store in the background; when they land before the trace
+    is started, the server marks the spans' location as the tracking store and the client writes no
+    ``traces.json``, so whether a trace gets an artifact folder is a race. ``with_folders`` turns that span
+    logging off in the child, as against a store without span logging, so every trace gets its folder.
+    """
     env = dict(os.environ, MLFLOW_TRACKING_URI=server_url)
     env.pop("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", None)
-    out = subprocess.run([sys.executable, "-c", _LOG_TRACES, server_url, str(experiment_id), str(count)],
+    out = subprocess.run([sys.executable, "-c", _LOG_TRACES, server_url, str(experiment_id), str(count),
+                          "1" if with_folders else "0"],
                          capture_output=True, text=True, env=env, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -23,8 +23,8 @@ def test_audit_judges_logged_model_and_trace_folders(mlflow_sqlite):
     stray_model = "m-" + uuid.uuid4().hex
     stray_model_dir = os.path.join(root, experiment_id, "models", stray_model)
     write(os.path.join(stray_model_dir, "artifacts", "MLmodel"), b"s" * 7)
-    # Traces logged by the MLflow client get a traces.json folder; deleting one leaves its folder behind.
-    kept, dropped = gen.log_traces_with_client(server.url, experiment_id, 2)
+    # Traces logged by the MLflow client with their spans in a traces.json folder; deleting one leaves its folder.
+    kept, dropped = gen.log_traces_with_client(server.url, experiment_id, 2, with_folders=True)
     gen._rest3(server.url, "traces/delete-traces", {"experiment_id": experiment_id, "request_ids": [dropped]})
     # Two archived traces: one with its payload, one whose payload is gone.
     archived, lost = gen.add_traces(server.backend_store_uri, experiment_id, [datagen.now_ms()] * 2)
