@@ -20,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -85,6 +86,71 @@ def closing_cursor(conn, errors, failure, store):
 
 
 # ---------------------------------------------------------------- finding the tools
+
+class BackgroundScan(object):
+    """The exact fingerprint scan of a dump snapshot, run on the snapshot's own connection, beside the dump.
+
+    For an engine's ``DumpSnapshot``, which has ``conn``, ``store`` and ``fingerprint`` and gives
+    ``_exact_scan(cursor)``, ``_apply_scan(outcome, source)``, ``_cancel_scan()`` (stop a running scan from another
+    thread), ``_driver_error(error)`` (a MaintenanceError for the driver's errors, else None) and ``_describe()``
+    (the store, for messages). ``_after_scan()`` runs when a scan ends, whatever its outcome. When
+    ``_compare_with`` (an earlier backup's fingerprint) holds the scan's value, the store is unchanged:
+    ``fingerprint`` becomes that one and ``same_as_previous`` is set.
+    """
+
+    scan_thread_name = "mlflowops-fingerprint"
+    _scan_thread = None
+    _scan_outcome = None
+    _compare_with = None
+    same_as_previous = False
+
+    def _after_scan(self):
+        pass
+
+    def _background_scan(self):
+        try:
+            self._scan_outcome = (self._exact_scan(self.conn.cursor()), None)
+        except Exception as exc:  # pylint: disable=broad-except
+            self._scan_outcome = (None, exc)
+        finally:
+            self._after_scan()
+
+    def start_scan(self):
+        """Start the pending exact scan in this snapshot, on its connection, while the dump runs.
+
+        Nothing else may use the connection until :meth:`finish_scan` (or :meth:`close`)."""
+        if self.fingerprint is not None or self._scan_thread is not None:
+            return
+        self._scan_thread = threading.Thread(target=self._background_scan, name=self.scan_thread_name)
+        self._scan_thread.daemon = True
+        self._scan_thread.start()
+
+    def finish_scan(self, timeout=None):
+        """The fingerprint to record: the pending scan's (waited for, at most ``timeout`` s), or run now."""
+        if self.fingerprint is not None:
+            return self.fingerprint
+        if self._scan_thread is None:
+            self._background_scan()
+        else:
+            self._scan_thread.join(timeout)
+            if self._scan_thread.is_alive():
+                self._stop_scan()
+                raise MaintenanceError("the change fingerprint of %s did not finish within %ss" % (
+                    self._describe(), timeout))
+        outcome, error = self._scan_outcome
+        if error is not None:
+            raise self._driver_error(error) or error
+        self._apply_scan(outcome, "scan-during-dump" if self._scan_thread is not None else "scan")
+        if self._compare_with is not None and self._compare_with.get("value") == self.fingerprint["value"]:
+            self.fingerprint = self._compare_with
+            self.same_as_previous = True
+        return self.fingerprint
+
+    def _stop_scan(self):
+        if self._scan_thread is not None and self._scan_thread.is_alive():
+            self._cancel_scan()
+            self._scan_thread.join(10)
+
 
 def find_tool(candidates):
     """The path of the first of ``candidates`` on PATH, or None."""

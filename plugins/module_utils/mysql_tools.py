@@ -43,7 +43,6 @@ __metaclass__ = type
 import os
 import re
 import secrets
-import threading
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -336,7 +335,7 @@ class SameAsPrevious(Exception):
     """The exact fingerprint, read alongside the dump, equals the newest backup's: the store is unchanged."""
 
 
-class DumpSnapshot:
+class DumpSnapshot(db_tools.BackgroundScan):
     """Table list, schema revision, server version and the change fingerprint, read in one consistent snapshot.
 
     Taken before the dump starts (module doc). O(1) first (:func:`scan_plan`): when ``previous`` (the newest
@@ -353,6 +352,8 @@ class DumpSnapshot:
     has nearly always changed, the backup then costs the longer of the dump and the scan, not their sum.
     """
 
+    scan_thread_name = "mlflowops-mysql-fingerprint"
+
     def __init__(self, store, connect_timeout, lock_wait_timeout=60, previous=None, defer_scan=False):
         self.store = store
         self.connect_timeout = connect_timeout
@@ -365,10 +366,6 @@ class DumpSnapshot:
         self.tables = []
         self._quick = None
         self._definitions = {}
-        self._scan_thread = None
-        self._scan_outcome = None
-        self._compare_with = None
-        self.same_as_previous = False
         self.conn = connect(store, connect_timeout, autocommit=True)
         database = store.database
         try:
@@ -430,59 +427,26 @@ class DumpSnapshot:
         self.fingerprint = dict(method=EXACT_METHOD, value=value, quick=self._quick)
         self.fingerprint_source = source
 
-    def _background_scan(self):
+    def _after_scan(self):
         try:
-            self._scan_outcome = (self._exact_scan(self.conn.cursor()), None)
-        except Exception as exc:  # pylint: disable=broad-except
-            self._scan_outcome = (None, exc)
-        finally:
-            try:
-                self.conn.rollback()
-            except Exception:  # pylint: disable=broad-except
-                pass
+            self.conn.rollback()  # the scan was the snapshot's last use: end it
+        except Exception:  # pylint: disable=broad-except
+            pass
 
-    def start_scan(self):
-        """Start the pending exact scan in this snapshot, on its own connection, while the dump runs.
+    def _driver_error(self, error):
+        if isinstance(error, pymysql.Error):
+            return MaintenanceError("reading MySQL %s failed: %s" % (_target(self.store), _scrub(error, self.store)))
+        return None
 
-        Nothing else may use the connection until :meth:`finish_scan` (or :meth:`close`)."""
-        if self.fingerprint is not None or self._scan_thread is not None:
-            return
-        self._scan_thread = threading.Thread(target=self._background_scan, name="mlflowops-mysql-fingerprint")
-        self._scan_thread.daemon = True
-        self._scan_thread.start()
+    def _describe(self):
+        return _target(self.store)
 
-    def finish_scan(self, timeout=None):
-        """The fingerprint to record: the pending scan's (waited for, at most ``timeout`` s), or run now."""
-        if self.fingerprint is not None:
-            return self.fingerprint
-        if self._scan_thread is None:
-            self._background_scan()
-        else:
-            self._scan_thread.join(timeout)
-            if self._scan_thread.is_alive():
-                self._stop_scan()
-                raise MaintenanceError("the change fingerprint of %s did not finish within %ss" % (
-                    _target(self.store), timeout))
-        value, error = self._scan_outcome
-        if error is not None:
-            if isinstance(error, pymysql.Error):
-                raise MaintenanceError("reading MySQL %s failed: %s" % (_target(self.store), _scrub(error, self.store)))
-            raise error
-        self._apply_scan(value, "scan-during-dump" if self._scan_thread is not None else "scan")
-        if self._compare_with is not None and self._compare_with.get("value") == value:
-            self.fingerprint = self._compare_with
-            self.same_as_previous = True
-        return self.fingerprint
-
-    def _stop_scan(self):
-        if self._scan_thread is None or not self._scan_thread.is_alive():
-            return
+    def _cancel_scan(self):
         try:
             with _cursor(self.store, self.connect_timeout, "cannot stop the fingerprint scan") as cur:
                 cur.execute("KILL QUERY %d" % int(self.conn.thread_id()))
         except MaintenanceError:
             pass
-        self._scan_thread.join(10)
 
     def close(self):
         self._stop_scan()

@@ -32,8 +32,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import threading
-
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import db_tools
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import postgres_tools as pgt
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
@@ -92,7 +90,7 @@ def scan_plan(previous, quick, activity=None):
     return "scan-first"
 
 
-class DumpSnapshot:
+class DumpSnapshot(db_tools.BackgroundScan):
     """An open REPEATABLE READ, READ ONLY transaction with an exported snapshot, counts and fingerprint.
 
     Unchanged-store detection, O(1) first (:func:`scan_plan`): when ``previous`` (the newest backup's fingerprint)
@@ -103,6 +101,8 @@ class DumpSnapshot:
     With nothing to compare with, ``fingerprint`` stays None (never "unchanged") until :meth:`finish_scan`; the
     caller runs the scan alongside the dump with :meth:`start_scan`. ``row_counts`` are counted when first read.
     """
+
+    scan_thread_name = "mlflowops-pg-fingerprint"
 
     def __init__(self, store, connect_timeout, lock_wait_timeout, previous=None):
         self.store = store
@@ -116,8 +116,6 @@ class DumpSnapshot:
         self.fingerprint_source = None
         self._quick = None
         self._activity = None
-        self._scan_thread = None
-        self._scan_outcome = None
         try:
             self.conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             cur = self.conn.cursor()
@@ -163,54 +161,20 @@ class DumpSnapshot:
         self.fingerprint = dict(method=EXACT_METHOD, value=value, snapshot=self._quick, activity=self._activity)
         self.fingerprint_source = source
 
-    def _background_scan(self):
+    def _driver_error(self, error):
+        if isinstance(error, pgt.psycopg2.Error):
+            return MaintenanceError("reading PostgreSQL %s failed: %s" % (
+                pgt.target(self.store), db_tools.scrub(error, self.store)))
+        return None
+
+    def _describe(self):
+        return pgt.target(self.store)
+
+    def _cancel_scan(self):
         try:
-            self._scan_outcome = (self._exact_scan(self.conn.cursor()), None)
-        except Exception as exc:  # pylint: disable=broad-except
-            self._scan_outcome = (None, exc)
-
-    def start_scan(self):
-        """Start the pending exact scan on this connection, in this snapshot (while pg_dump runs in it too).
-
-        Nothing else may use the connection until :meth:`finish_scan` (or :meth:`close`)."""
-        if self.fingerprint is not None or self._scan_thread is not None:
-            return
-        self._scan_thread = threading.Thread(target=self._background_scan, name="mlflowops-pg-fingerprint")
-        self._scan_thread.daemon = True
-        self._scan_thread.start()
-
-    def finish_scan(self, timeout=None):
-        """The fingerprint to record: the pending scan's (waited for, at most ``timeout`` s), or run now."""
-        if self.fingerprint is not None:
-            return self.fingerprint
-        if self._scan_thread is None:
-            try:
-                self._apply_scan(self._exact_scan(self.conn.cursor()), "scan")
-            except pgt.psycopg2.Error as exc:
-                raise MaintenanceError("reading PostgreSQL %s failed: %s" % (
-                    pgt.target(self.store), db_tools.scrub(exc, self.store)))
-            return self.fingerprint
-        self._scan_thread.join(timeout)
-        if self._scan_thread.is_alive():
-            self._stop_scan()
-            raise MaintenanceError("the change fingerprint of %s did not finish within %ss" % (
-                pgt.target(self.store), timeout))
-        outcome, error = self._scan_outcome
-        if error is not None:
-            if isinstance(error, pgt.psycopg2.Error):
-                raise MaintenanceError("reading PostgreSQL %s failed: %s" % (
-                    pgt.target(self.store), db_tools.scrub(error, self.store)))
-            raise error
-        self._apply_scan(outcome, "scan-during-dump")
-        return self.fingerprint
-
-    def _stop_scan(self):
-        if self._scan_thread is not None and self._scan_thread.is_alive():
-            try:
-                self.conn.cancel()
-            except pgt.psycopg2.Error:
-                pass
-            self._scan_thread.join(10)
+            self.conn.cancel()
+        except pgt.psycopg2.Error:
+            pass
 
     @property
     def row_counts(self):
