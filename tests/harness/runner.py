@@ -4,6 +4,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,22 @@ class AnsibleRun:
             if (name is None or record["task"] == name) and (action is None or record["action"].endswith(action)):
                 return record
         raise KeyError("no result for task %r / action %r in:\n%s\n%s" % (name, action, self.stdout, self.stderr))
+
+    def role_task(self, name):
+        """The last record of a role's task ``name`` (records carry the role prefix, ``role : name``)."""
+        for record in reversed(self.records):
+            if record["task"] == name or record["task"].endswith(" : " + name):
+                return record
+        raise KeyError("no task %r in:\n%s" % (name, self.stdout[-4000:]))
+
+    def recap(self):
+        """{host: {ok, changed, unreachable, failed, ...}} from the PLAY RECAP of the run's stdout."""
+        hosts = {}
+        for line in self.stdout.split("PLAY RECAP")[-1].splitlines():
+            match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+            if match:
+                hosts[match.group(1)] = dict((key, int(value)) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2)))
+        return hosts
 
 
 def run_playbook(playbook, inventory="localhost,", extra_vars=None, check=False, diff=False, verbosity=0,

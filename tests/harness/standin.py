@@ -7,12 +7,37 @@ stop the same server directly. Any backend store URI MLflow takes (SQLite, Postg
 """
 
 import os
+import sqlite3
 import sys
 
 from harness.runner import REPO_ROOT
 from harness.services import free_port, http_get, wait_until
 
 SERVICE = os.path.join(REPO_ROOT, "tests", "harness", "old_mlflow.py")
+COUNTED = ("runs", "metrics", "latest_metrics", "params", "tags", "experiments")
+
+
+def server_version(url):
+    """The MLflow version a tracking server reports."""
+    return http_get(url + "/version", timeout=5)[1].strip()
+
+
+def sqlite_counts(db_path):
+    """Rows per tracking table in a SQLite store, read from the file itself."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return dict((table, connection.execute("SELECT count(*) FROM %s" % table).fetchone()[0]) for table in COUNTED)
+    finally:
+        connection.close()
+
+
+def sqlite_revision(db_path):
+    """The schema revision (alembic_version) of a SQLite store."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    finally:
+        connection.close()
 
 
 class StandIn:
@@ -38,4 +63,22 @@ class StandIn:
         os.system(self.stop_command + " >/dev/null")
 
     def version(self):
-        return http_get(self.url + "/version", timeout=5)[1].strip()
+        return server_version(self.url)
+
+    def upgrade_vars(self, version, **extra):
+        """The upgrade role's variables for this server: MLflow ``version`` into its own venv, the command-based
+        service step, backups under its root; ``extra`` adds or overrides."""
+        variables = dict(
+            upgrade_mlflow_version=version,
+            upgrade_venv=os.path.dirname(os.path.dirname(self.python)),
+            upgrade_backup_dir=os.path.join(self.root, "backups"),
+            upgrade_health_delay=1,
+            upgrade_health_retries=240,
+            mlflow_tracking_uri=self.url,
+            mlflow_backend_store_uri=self.backend_store_uri,
+            mlflow_service_manager="command",
+            mlflow_service_stop_command=self.stop_command,
+            mlflow_service_start_command=self.start_command,
+        )
+        variables.update(extra)
+        return variables

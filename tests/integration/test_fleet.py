@@ -8,7 +8,6 @@ state (site runs, then the report over what they left)."""
 import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 
@@ -32,16 +31,6 @@ def fleet(tmp_path_factory):
     started.stop()
 
 
-def _recap(run):
-    """{host: {ok, changed, unreachable, failed, ...}} from the PLAY RECAP of a run's stdout."""
-    recap = {}
-    for line in run.stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-        if match:
-            recap[match.group(1)] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    return recap
-
-
 def _site(fleet, **extra):
     inventory = fleet.write_inventory(group_vars={"backup_dest": fleet.backup_dest, "backup_retention": {"keep_last": 1},
                                                   "health_check_resources": False})
@@ -62,7 +51,7 @@ def _backups(directory):
 
 def test_site_over_ssh_keeps_each_hosts_backups_under_its_own_name(fleet):
     first = _site(fleet)
-    recap = _recap(first)
+    recap = first.recap()
     assert sorted(recap) == [host.name for host in fleet.hosts], first.stdout[-2000:]
     # Only the hosts' own directories in the shared destination, each with exactly its own backup.
     assert sorted(os.listdir(fleet.backup_dest)) == [host.name for host in fleet.hosts]
@@ -89,7 +78,7 @@ def test_site_over_ssh_keeps_each_hosts_backups_under_its_own_name(fleet):
     assert any(record["result"].get("pruned") for record in second.records if record["action"].endswith("db_backup"))
 
     third = _site(fleet)
-    recap = _recap(third)
+    recap = third.recap()
     assert sorted(recap) == [host.name for host in fleet.hosts]
     assert all(counts["changed"] == 0 and counts["failed"] == 0 for counts in recap.values()), third.stdout[-3000:]
 

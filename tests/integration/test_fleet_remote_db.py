@@ -65,15 +65,6 @@ def remote_db(postgres, tmp_path_factory):
         server.stop()
 
 
-def _recap(run):
-    recap = {}
-    for line in run.stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-        if match:
-            recap[match.group(1)] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    return recap
-
-
 def _site(env):
     # Not pinned by the runner: the SSH host uses the wrapper, the delegated tasks the controller's own Python.
     run = run_playbook(SITE, inventory=env["inventory"], timeout=600, extra_vars={"ansible_python_interpreter": None})
@@ -100,7 +91,7 @@ def _delegated_to(run, record):
 def test_store_tasks_run_on_the_controller_and_backups_land_in_the_hosts_namespace(remote_db):
     host, backup_dest = remote_db["host"], remote_db["backup_dest"]
     run = _site(remote_db)
-    assert _recap(run)[host.name]["failed"] == 0
+    assert run.recap()[host.name]["failed"] == 0
 
     # Which tasks ran where, from the job events.
     by_action = {}
@@ -136,7 +127,7 @@ def test_store_tasks_run_on_the_controller_and_backups_land_in_the_hosts_namespa
 
     # Unchanged database: the second run changes nothing, and still on the controller.
     again = _site(remote_db)
-    assert _recap(again)[host.name]["changed"] == 0, again.stdout[-3000:]
+    assert again.recap()[host.name]["changed"] == 0, again.stdout[-3000:]
     assert len(glob.glob(os.path.join(backup_dest, host.name, "*.manifest.json"))) == 1
     backup = [r for r in again.records if r["action"].endswith("db_backup")][0]
     assert _delegated_to(again, backup) == "localhost" and backup["result"]["unchanged"] is True

@@ -13,7 +13,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import re
 import sqlite3
 
 import pytest
@@ -22,6 +21,7 @@ from harness import datagen
 from harness.fleet import Fleet
 from harness.old_mlflow import OLD_VERSION
 from harness.runner import REPO_ROOT, run_playbook
+from harness.standin import server_version, sqlite_counts, sqlite_revision
 from harness.services import api, http_get
 
 PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "upgrade.yml")
@@ -31,32 +31,11 @@ RUNS = 4
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def counts(db_path):
-    connection = sqlite3.connect(db_path)
-    try:
-        return dict((table, connection.execute("SELECT count(*) FROM %s" % table).fetchone()[0])
-                    for table in ("runs", "metrics", "latest_metrics", "params", "tags", "experiments"))
-    finally:
-        connection.close()
-
-
-def revision(db_path):
-    connection = sqlite3.connect(db_path)
-    try:
-        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-    finally:
-        connection.close()
-
-
 def head_revision():
     """The head of NEW_VERSION's migrations, read from its own alembic scripts (not from the role)."""
     from alembic.script import ScriptDirectory  # pylint: disable=import-outside-toplevel
     package = os.path.dirname(importlib.util.find_spec("mlflow").origin)
     return ScriptDirectory(os.path.join(package, "store", "db_migrations")).get_current_head()
-
-
-def server_version(url):
-    return http_get(url + "/version", timeout=5)[1].strip()
 
 
 def sha256(path):
@@ -79,16 +58,6 @@ def tree(path):
             stat = os.lstat(full)
             entries[os.path.relpath(full, path)] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     return entries
-
-
-def recap(run):
-    """{host: {ok, changed, unreachable, failed, ...}} from the PLAY RECAP of a run's stdout."""
-    hosts = {}
-    for line in run.stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-        if match:
-            hosts[match.group(1)] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
-    return hosts
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +85,7 @@ def test_rolling_upgrade_stops_at_the_failed_host_rolls_it_back_and_leaves_the_r
     for host in fleet.hosts:
         server = host.old_mlflow
         assert server_version(server.url) == OLD_VERSION
-        before[host.name] = dict(counts=counts(server.db_path), revision=revision(server.db_path),
+        before[host.name] = dict(counts=sqlite_counts(server.db_path), revision=sqlite_revision(server.db_path),
                                  distributions=distributions(server.venv))
         assert before[host.name]["counts"]["runs"] == RUNS
     # A real failure of the real migration on host 2: a table that a later migration creates is already there.
@@ -134,7 +103,7 @@ def test_rolling_upgrade_stops_at_the_failed_host_rolls_it_back_and_leaves_the_r
     assert run.rc != 0, run.stdout[-4000:]
 
     # The job's events: hosts 1 and 2 ran (over SSH), host 2 failed in the migration, host 3 ran nothing.
-    hosts = recap(run)
+    hosts = run.recap()
     assert hosts[first.name]["failed"] == 0 and hosts[first.name]["changed"] > 0, run.stdout[-4000:]
     assert hosts[second.name]["failed"] == 1, run.stdout[-4000:]
     assert third.name not in hosts, run.stdout[-4000:]
@@ -146,8 +115,8 @@ def test_rolling_upgrade_stops_at_the_failed_host_rolls_it_back_and_leaves_the_r
     # Host 1: upgraded, its schema at the new release's head, its data intact.
     server = first.old_mlflow
     assert server_version(server.url) == NEW_VERSION
-    assert revision(server.db_path) == head_revision() != before[first.name]["revision"]
-    assert counts(server.db_path) == before[first.name]["counts"]
+    assert sqlite_revision(server.db_path) == head_revision() != before[first.name]["revision"]
+    assert sqlite_counts(server.db_path) == before[first.name]["counts"]
     found = api(server.url, "runs/search", {"experiment_ids": [server.experiment], "max_results": 100})["runs"]
     assert len(found) == RUNS and all(len(item["data"]["params"]) == 2 for item in found)
     assert "mlflow-%s.dist-info" % NEW_VERSION in distributions(server.venv)
@@ -159,8 +128,8 @@ def test_rolling_upgrade_stops_at_the_failed_host_rolls_it_back_and_leaves_the_r
     # Host 2: rolled back to the database it backed up (planted table included), the old packages, the old server.
     server = second.old_mlflow
     assert server_version(server.url) == OLD_VERSION
-    assert revision(server.db_path) == before[second.name]["revision"]
-    assert counts(server.db_path) == before[second.name]["counts"]
+    assert sqlite_revision(server.db_path) == before[second.name]["revision"]
+    assert sqlite_counts(server.db_path) == before[second.name]["counts"]
     connection = sqlite3.connect(server.db_path)
     try:
         assert connection.execute("SELECT count(*) FROM logged_models").fetchone() == (0,)
@@ -176,8 +145,8 @@ def test_rolling_upgrade_stops_at_the_failed_host_rolls_it_back_and_leaves_the_r
     assert http_get(server.url + "/health")[1].strip() == "OK"
     assert server_version(server.url) == OLD_VERSION
     assert sha256(server.db_path) == untouched["db"]
-    assert revision(server.db_path) == before[third.name]["revision"]
-    assert counts(server.db_path) == before[third.name]["counts"]
+    assert sqlite_revision(server.db_path) == before[third.name]["revision"]
+    assert sqlite_counts(server.db_path) == before[third.name]["counts"]
     assert tree(server.venv) == untouched["venv"]
     assert not os.path.exists(third.backups)
     assert sorted(os.listdir(third.root)) == untouched["root"]

@@ -18,40 +18,11 @@ import pytest
 from harness import datagen
 from harness.old_mlflow import OLD_VERSION, copy_venv
 from harness.runner import REPO_ROOT, run_playbook
-from harness.services import api, http_get
-from harness.standin import StandIn
+from harness.services import api
+from harness.standin import StandIn, server_version, sqlite_counts, sqlite_revision
 
 NEW_VERSION = "3.17.2"
 PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "upgrade.yml")
-
-
-def counts(db_path):
-    connection = sqlite3.connect(db_path)
-    try:
-        return dict((table, connection.execute("SELECT count(*) FROM %s" % table).fetchone()[0])
-                    for table in ("runs", "metrics", "latest_metrics", "params", "tags", "experiments"))
-    finally:
-        connection.close()
-
-
-def revision(db_path):
-    connection = sqlite3.connect(db_path)
-    try:
-        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-    finally:
-        connection.close()
-
-
-def task(run, name):
-    """The last result of the role's task ``name`` (records carry the role prefix)."""
-    for record in reversed(run.records):
-        if record["task"] == name or record["task"].endswith(" : " + name):
-            return record
-    raise KeyError("no task %r in:\n%s" % (name, run.stdout[-4000:]))
-
-
-def server_version(url):
-    return http_get(url + "/version", timeout=5)[1].strip()
 
 
 @pytest.fixture(scope="module")
@@ -73,26 +44,13 @@ def old_server(tmp_path_factory):
 
 
 def play(service, check=False, **extra):
-    extra_vars = dict(
-        upgrade_mlflow_version=NEW_VERSION,
-        upgrade_venv=os.path.dirname(os.path.dirname(service.python)),
-        upgrade_backup_dir=os.path.join(service.root, "backups"),
-        upgrade_health_delay=1,
-        upgrade_health_retries=240,
-        mlflow_tracking_uri=service.url,
-        mlflow_backend_store_uri=service.backend_store_uri,
-        mlflow_service_manager="command",
-        mlflow_service_stop_command=service.stop_command,
-        mlflow_service_start_command=service.start_command,
-    )
-    extra_vars.update(extra)
-    return run_playbook(PLAYBOOK, extra_vars=extra_vars, check=check, timeout=1500)
+    return run_playbook(PLAYBOOK, extra_vars=service.upgrade_vars(NEW_VERSION, **extra), check=check, timeout=1500)
 
 
 @pytest.fixture(scope="module")
 def baseline(old_server):
     db_path = old_server.backend_store_uri[len("sqlite:///"):]
-    state = dict(db_path=db_path, counts=counts(db_path), revision=revision(db_path))
+    state = dict(db_path=db_path, counts=sqlite_counts(db_path), revision=sqlite_revision(db_path))
     assert state["counts"]["runs"] == 300 and state["counts"]["metrics"] == 300 * 5 * 3
     return state
 
@@ -103,7 +61,7 @@ def baseline(old_server):
 def test_1_check_mode_shows_the_plan_and_touches_nothing(old_server, baseline):
     planned = play(old_server, check=True)
     assert planned.rc == 0, planned.stdout[-3000:]
-    plan = task(planned, "Pre-flight | plan")["result"]["msg"]
+    plan = planned.role_task("Pre-flight | plan")["result"]["msg"]
     assert "%s -> %s" % (OLD_VERSION, NEW_VERSION) in plan and "migrate schema from %s" % baseline["revision"] in plan
     assert not os.path.exists(os.path.join(old_server.root, "backups"))
     assert server_version(old_server.url) == OLD_VERSION
@@ -123,13 +81,13 @@ def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, 
     try:
         failed = play(old_server)
         assert failed.rc != 0, failed.stdout[-3000:]
-        summary = task(failed, "Rollback | fail with a summary")["result"]["msg"]
+        summary = failed.role_task("Rollback | fail with a summary")["result"]["msg"]
         assert "Migrate the schema" in summary and "logged_models" in summary, summary
         assert "restored from" in summary and "reinstalled" in summary
         assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
         assert server_version(old_server.url) == OLD_VERSION
-        assert revision(db_path) == baseline["revision"]
-        assert counts(db_path) == baseline["counts"]
+        assert sqlite_revision(db_path) == baseline["revision"]
+        assert sqlite_counts(db_path) == baseline["counts"]
         # db_restore put the backup in place and kept the file it replaced.
         assert glob.glob(db_path + ".pre-restore-*")
         connection = sqlite3.connect(db_path)
@@ -154,14 +112,14 @@ def test_3_upgrade_with_data_intact(old_server, baseline):
     elapsed = time.monotonic() - started
     assert upgraded.rc == 0, upgraded.stdout[-4000:]
     assert server_version(old_server.url) == NEW_VERSION
-    assert counts(db_path) == baseline["counts"]
-    migration = task(upgraded, "Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
+    assert sqlite_counts(db_path) == baseline["counts"]
+    migration = upgraded.role_task("Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
     assert migration["changed"] is True and migration["at_head"] is True
-    assert revision(db_path) == migration["tracking"]["head_revision"] != baseline["revision"]
+    assert sqlite_revision(db_path) == migration["tracking"]["head_revision"] != baseline["revision"]
     runs = api(old_server.url, "runs/search", {"experiment_ids": [old_server.experiment], "max_results": 1000})
     assert len(runs["runs"]) == 300
     assert len(runs["runs"][0]["data"]["params"]) == 3
-    summary = task(upgraded, "Summary")["result"]["msg"]
+    summary = upgraded.role_task("Summary")["result"]["msg"]
     assert "Downtime" in summary
     assert not os.path.exists(os.path.join(old_server.root, "venv.pre-upgrade"))
     assert glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))
@@ -173,7 +131,7 @@ def test_4_rerun_changes_nothing_and_takes_no_backup(old_server):
     again = play(old_server)
     assert again.rc == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
-    assert "nothing to do" in task(again, "Pre-flight | plan")["result"]["msg"]
+    assert "nothing to do" in again.role_task("Pre-flight | plan")["result"]["msg"]
     assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == backups
     assert server_version(old_server.url) == NEW_VERSION
     with open(backups[-1]) as handle:

@@ -27,14 +27,6 @@ RUNS = 40
 COUNTED = ("runs", "metrics", "latest_metrics", "params", "tags", "experiments")
 
 
-def task(run, name):
-    """The last result of the role's task ``name`` (records carry the role prefix)."""
-    for record in reversed(run.records):
-        if record["task"] == name or record["task"].endswith(" : " + name):
-            return record
-    raise KeyError("no task %r in:\n%s" % (name, run.stdout[-4000:]))
-
-
 def state(mariadb, database):
     """(counts, revision, table names) read from the database itself."""
     counts = dict((t, mariadb.sql("SELECT COUNT(*) FROM `%s`.`%s`" % (database, t))[0][0]) for t in COUNTED)
@@ -72,21 +64,8 @@ def baseline(old_server, mariadb):
 
 
 def play(service, check=False, **extra):
-    extra_vars = dict(
-        upgrade_mlflow_version=NEW_VERSION,
-        upgrade_venv=os.path.dirname(os.path.dirname(service.python)),
-        upgrade_pip_extra_packages=["PyMySQL"],
-        upgrade_backup_dir=os.path.join(service.root, "backups"),
-        upgrade_health_delay=1,
-        upgrade_health_retries=300,
-        mlflow_tracking_uri=service.url,
-        mlflow_backend_store_uri=service.backend_store_uri,
-        mlflow_service_manager="command",
-        mlflow_service_stop_command=service.stop_command,
-        mlflow_service_start_command=service.start_command,
-    )
-    extra_vars.update(extra)
-    return run_playbook(PLAYBOOK, extra_vars=extra_vars, check=check, timeout=1500)
+    extra = dict(dict(upgrade_pip_extra_packages=["PyMySQL"], upgrade_health_retries=300), **extra)
+    return run_playbook(PLAYBOOK, extra_vars=service.upgrade_vars(NEW_VERSION, **extra), check=check, timeout=1500)
 
 
 def runs_via_api(service):
@@ -100,7 +79,7 @@ def test_1_mysql_auth_database_is_refused_before_anything(old_server, baseline, 
     auth = old_server.backend_store_uri.rsplit("/", 1)[0] + "/mlflow_auth"
     refused = play(old_server, mlflow_auth_database_uri=auth)
     assert refused.rc != 0
-    msg = task(refused, "Check that no MySQL auth database would be migrated (mlflow/mlflow#9642)")["result"]["msg"]
+    msg = refused.role_task("Check that no MySQL auth database would be migrated (mlflow/mlflow#9642)")["result"]["msg"]
     assert "mlflow/mlflow#9642" in msg and "auth database" in msg, msg
     assert not [r for r in refused.records if "Pre-flight" in r["task"]]
     assert not os.path.exists(os.path.join(old_server.root, "backups"))
@@ -117,13 +96,13 @@ def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, 
     try:
         failed = play(old_server)
         assert failed.rc != 0, failed.stdout[-3000:]
-        summary = task(failed, "Rollback | fail with a summary")["result"]["msg"]
+        summary = failed.role_task("Rollback | fail with a summary")["result"]["msg"]
         assert "Migrate the schema" in summary and "logged_models" in summary, summary
         assert "restored from" in summary and "reinstalled" in summary, summary
         assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
-        backup = task(failed, "Back up the database (verified)")["result"]
+        backup = failed.role_task("Back up the database (verified)")["result"]
         assert backup["backup"]["engine"] == "mysql" and backup["verified"] == "restore", backup
-        restore = task(failed, "Rollback | restore the database backup")["result"]
+        restore = failed.role_task("Rollback | restore the database backup")["result"]
         # the migration really got halfway: the tables it had created were dropped by the restore
         assert restore["dropped_tables"], restore
         assert old_server.version() == OLD_VERSION
@@ -140,7 +119,7 @@ def test_3_upgrade_with_data_intact(old_server, baseline, mariadb):
     upgraded = play(old_server)
     assert upgraded.rc == 0, upgraded.stdout[-4000:]
     assert old_server.version() == NEW_VERSION
-    migration = task(upgraded, "Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
+    migration = upgraded.role_task("Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
     assert migration["changed"] is True and migration["at_head"] is True
     counts, revision, tables = state(mariadb, old_server.database)
     assert counts == baseline["counts"]
@@ -157,7 +136,7 @@ def test_4_rerun_changes_nothing_and_takes_no_backup(old_server, baseline, maria
     again = play(old_server)
     assert again.rc == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
-    assert "nothing to do" in task(again, "Pre-flight | plan")["result"]["msg"]
+    assert "nothing to do" in again.role_task("Pre-flight | plan")["result"]["msg"]
     assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == backups
     assert old_server.version() == NEW_VERSION
     assert state(mariadb, old_server.database)[0] == baseline["counts"]

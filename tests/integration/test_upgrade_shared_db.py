@@ -15,7 +15,6 @@ import datetime
 import glob
 import json
 import os
-import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -56,15 +55,6 @@ def task_records(run, name):
         if record["task"] == name or record["task"].endswith(" : " + name):
             if record["status"] != "skipped" or record["host"] not in found:
                 found[record["host"]] = record
-    return found
-
-
-def recap(run):
-    found = {}
-    for line in run.stdout.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-        if match:
-            found[match.group(1)] = dict((key, int(value)) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2)))
     return found
 
 
@@ -297,7 +287,7 @@ def test_4_rerun_changes_nothing(group):
     state = group.state()
     again = group.play()
     assert again.rc == 0, again.stdout[-3000:]
-    counts = recap(again)
+    counts = again.recap()
     assert sorted(counts) == [host.name for host in group.hosts]
     assert all(host_counts["changed"] == 0 for host_counts in counts.values()), again.stdout[-3000:]
     assert all("nothing to do" in record["result"]["msg"] for record in task_records(again, "Pre-flight | plan").values())
