@@ -83,8 +83,9 @@ def validate_prefix(prefix):
     return text
 
 
-def store_identity(store, prefix=None):
-    """Who a backup belongs to: engine, location (no user, no password) and, for db_backup, the prefix.
+def store_identity(store, prefix=None, kind=None):
+    """Who a backup belongs to: engine, location (no user, no password), for db_backup the prefix, and the kind
+    of MLflow database when it is not the tracking store (``kind="auth"``: mlflow_tables.StoreKind).
 
     SQLite: the resolved real path of the database file, so two spellings of one file (a symlink, ``..``)
     are one store. PostgreSQL: host (or socket directory), port (5432 when not given) and database; the
@@ -102,6 +103,8 @@ def store_identity(store, prefix=None):
     identity = dict(engine=store.engine, location=location)
     if prefix is not None:
         identity["prefix"] = prefix
+    if kind not in (None, "tracking"):
+        identity["kind"] = kind
     return identity
 
 
@@ -124,6 +127,8 @@ def same_store(manifest, identity, match_prefix=True):
         return False
     if recorded.get("engine") != identity.get("engine") or recorded.get("location") != identity.get("location"):
         return False
+    if recorded.get("kind", "tracking") != identity.get("kind", "tracking"):
+        return False
     if match_prefix and recorded.get("prefix") != identity.get("prefix"):
         return False
     return True
@@ -132,7 +137,8 @@ def same_store(manifest, identity, match_prefix=True):
 def describe_identity(identity):
     if not identity:
         return "an unknown store (no identity in its manifest)"
-    text = "%s store %s" % (identity.get("engine"), identity.get("location"))
+    text = "%s %s %s" % (identity.get("engine"), "auth database" if identity.get("kind") == "auth" else "store",
+                         identity.get("location"))
     if identity.get("prefix"):
         text += " (prefix %s)" % identity["prefix"]
     return text

@@ -25,6 +25,7 @@ from ansible_collections.mlflowops.maintenance.plugins.module_utils import postg
 from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError, Stopwatch
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.db_verify import stale_verify_temps, verify_new
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow_tables import store_kind as kind_named
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.retention import apply_retention
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.store_uri import pgpass_file
 
@@ -33,12 +34,13 @@ class BackupOptions:
     """db_backup's options, validated here (before any side effect).
 
     ``timeout`` bounds each external command (the module passes its ``deadline``); ``mode`` is the mode of the
-    backup files and manifests (default 0600; directories get the matching 0700-style mode).
+    backup files and manifests (default 0600; directories get the matching 0700-style mode). ``store_kind``:
+    ``tracking`` or ``auth`` (mlflow_tables.StoreKind).
     """
 
     def __init__(self, dest, fmt="custom", jobs=1, compression="auto", verify="checksum", retention=None,
                  incomplete_grace=3600.0, force=False, prefix="mlflow", lock_wait_timeout=60, timeout=3600,
-                 connect_timeout=10, mode=None, deadline=None, db_connect_timeout=None):
+                 connect_timeout=10, mode=None, deadline=None, db_connect_timeout=None, store_kind=None):
         if deadline is not None:
             timeout = deadline
         if db_connect_timeout is not None:
@@ -61,6 +63,7 @@ class BackupOptions:
         self.lock_wait_timeout = lock_wait_timeout
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.kind = kind_named(store_kind)
 
 
 def _summary(path, manifest):
@@ -108,13 +111,14 @@ def run_backup(store, opts, check_mode=False, warn=None):
     started = backups.utc_now()
     watch = Stopwatch()
     compression = compress.resolve_compression(opts.compression)
-    identity = backups.store_identity(store, opts.prefix)
+    kind = opts.kind
+    identity = backups.store_identity(store, opts.prefix, kind.name)
     if store.is_sqlite:
         sqlite_store.check_source(store.path)
-        problem = _sqlite_backup_problem(store.path)
+        problem = _sqlite_backup_problem(store.path, kind)
         if problem:
-            raise MaintenanceError("SQLite backend store %s is not an MLflow store: %s; refusing to back it up "
-                                   "(check backend_store_uri)" % (store.path, problem))
+            raise MaintenanceError("SQLite database %s is not %s: %s; refusing to back it up "
+                                   "(check backend_store_uri and store_kind)" % (store.path, kind.title, problem))
     _prepare_dest(opts.dest, check_mode, opts.dir_mode)
     fmt = "sqlite" if store.is_sqlite else opts.fmt
     pg_dump = major = None
@@ -143,17 +147,19 @@ def run_backup(store, opts, check_mode=False, warn=None):
                     previous = None  # another format or compression is never "unchanged": nothing to compare
                 # the exact comparison runs alongside the dump (mysql_tools: SameAsPrevious); check mode decides first
                 snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout, previous=previous,
-                                        defer_scan=not check_mode)
+                                        defer_scan=not check_mode, version_tables=kind.version_tables)
             else:
-                snap = postgres_snapshot.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout, previous=previous)
+                snap = postgres_snapshot.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout, previous=previous,
+                                                      version_tables=kind.version_tables)
             fingerprint = snap.fingerprint
         try:
             tables = snap.tables if store.is_mysql else snap.table_names if snap is not None else None
-            if snap is not None and (snap.schema_revision is None or "runs" not in tables):
-                raise MaintenanceError("%s database %s is not an MLflow store (%s); refusing to back it up "
-                                       "(check backend_store_uri)" % (
-                                           "MySQL" if store.is_mysql else "PostgreSQL", store.redacted(), "no MLflow schema revision in alembic_version"
-                                           if snap.schema_revision is None else "no runs table"))
+            if snap is not None and (snap.schema_revision is None or kind.marker_table not in tables):
+                raise MaintenanceError("%s database %s is not %s (%s); refusing to back it up "
+                                       "(check backend_store_uri and store_kind)" % (
+                                           "MySQL" if store.is_mysql else "PostgreSQL", store.redacted(), kind.title,
+                                           "no MLflow schema revision in %s" % kind.version_table
+                                           if snap.schema_revision is None else "no %s table" % kind.marker_table))
             result = dict(created=False, unchanged=False, verified=None, backup=None)
             manifest = newest["manifest"] if newest else {}
             unchanged = bool(newest) and not opts.force and fingerprint is not None \
@@ -192,7 +198,8 @@ def run_backup(store, opts, check_mode=False, warn=None):
                             new_entry = None
                         else:
                             snap.close()
-                            snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout)
+                            snap = myt.DumpSnapshot(store, opts.connect_timeout, opts.lock_wait_timeout,
+                                                    version_tables=kind.version_tables)
                             manifest = _write_backup(store, opts, path, fmt, compression, external, started, None,
                                                      snap, pg_dump, watch, identity)
                     if manifest is not None:
@@ -220,14 +227,17 @@ def _newest_intact(newest, opts, result, warn):
     return True
 
 
-def _sqlite_backup_problem(path):
-    """Why ``path`` is not an MLflow SQLite store (no schema revision), or None. A 0-byte file is not one."""
+def _sqlite_backup_problem(path, kind):
+    """Why ``path`` is not an MLflow SQLite database of ``kind`` (no schema revision, for the auth database also no
+    users table), or None. A 0-byte file is not one."""
     if os.path.getsize(path) == 0:
         return "it is empty (0 bytes)"
     conn = sqlite_store.connect(path, "ro", what="SQLite backend store")
     try:
-        if sqlite_store.schema_revision(conn) is None:
-            return "it has no MLflow schema revision (alembic_version is missing or empty)"
+        if sqlite_store.schema_revision(conn, kind.version_tables) is None:
+            return "it has no MLflow schema revision (%s is missing or empty)" % kind.version_table
+        if kind.name != "tracking" and kind.marker_table not in sqlite_store.table_names(conn):
+            return "it has no %s table" % kind.marker_table
     finally:
         conn.close()
     return None
@@ -277,11 +287,14 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
                     created_at=backups.iso(started), source=store.redacted(), fingerprint=fingerprint,
                     tools=_tools(store, pg_dump, compression), kind="directory" if fmt == "directory" else "file",
                     store=identity)
+    if opts.kind.name != "tracking":
+        manifest["store_kind"] = opts.kind.name
     try:
         if store.is_sqlite:
             # file copy under a read transaction (hashed in the same pass), else the backup API: sqlite_store's doc
             with fsutil.open_private(raw, opts.file_mode) as out:
-                copied = sqlite_store.copy_snapshot(store.path, out, busy_timeout=opts.lock_wait_timeout)
+                copied = sqlite_store.copy_snapshot(store.path, out, busy_timeout=opts.lock_wait_timeout,
+                                                    version_tables=opts.kind.version_tables)
                 if copied["method"] == "file-copy":
                     os.fsync(out.fileno())
             manifest["snapshot_method"] = copied["method"]
@@ -289,7 +302,8 @@ def _write_backup_private(store, opts, path, fmt, compression, external, started
                 manifest["schema_revision"] = copied["schema_revision"]
             else:
                 manifest["snapshot_fallback_reason"] = copied["reason"]
-                manifest["schema_revision"] = sqlite_store.snapshot(store.path, raw, busy_timeout=opts.lock_wait_timeout)
+                manifest["schema_revision"] = sqlite_store.snapshot(store.path, raw, busy_timeout=opts.lock_wait_timeout,
+                                                                    version_tables=opts.kind.version_tables)
             if external == "none" and copied["method"] == "file-copy":
                 os.rename(raw, partial)
                 sha256, size = copied["sha256"], copied["size_bytes"]

@@ -85,13 +85,13 @@ def stale_restore_temps(target, grace_seconds, now=None):
     return stale
 
 
-def content_problem(entry, problem):
-    return "backup %s is not an MLflow store: %s; refusing to restore it (allow_non_mlflow=true restores it " \
-        "anyway)" % (entry, problem)
+def content_problem(entry, problem, kind=mlflow_tables.TRACKING):
+    return "backup %s is not %s: %s; refusing to restore it (allow_non_mlflow=true restores it " \
+        "anyway)" % (entry, kind.title, problem)
 
 
-def postgres_content_problem(manifest):
-    """Why a PostgreSQL backup's manifest does not describe an MLflow store, or None."""
+def postgres_content_problem(manifest, kind=mlflow_tables.TRACKING):
+    """Why a PostgreSQL or MySQL backup's manifest does not describe an MLflow database of ``kind``, or None."""
     if not manifest.get("size_bytes"):
         return "it is empty (0 bytes)"
     counts = manifest.get("row_counts")
@@ -101,7 +101,7 @@ def postgres_content_problem(manifest):
     if isinstance(counts, dict):
         if not counts:
             return "it holds no tables"
-        missing = [t for t in ("alembic_version", "runs") if t not in counts]
+        missing = kind.missing_tables(counts)
         if missing:
             return "it has no %s table" % " and no ".join(missing)
     if not manifest.get("schema_revision"):
@@ -166,8 +166,11 @@ def resolve_source(src, engine=None, identity=None, allow_other_store=False):
 
 def run_restore(store, src, force=False, keep_previous=True, target_database=None, jobs=1, timeout=3600,
                 connect_timeout=10, check_mode=False, allow_other_store=False, allow_non_mlflow=False,
-                owner=None, group=None, mode=None, incomplete_grace=3600.0, deadline=None, db_connect_timeout=None):
-    """Restore ``src`` into ``store``; returns the module result. ``timeout`` bounds each external command."""
+                owner=None, group=None, mode=None, incomplete_grace=3600.0, deadline=None, db_connect_timeout=None,
+                store_kind=None):
+    """Restore ``src`` into ``store``; returns the module result. ``timeout`` bounds each external command.
+
+    ``store_kind``: ``tracking`` (default) or ``auth``; only a backup of that kind is restored."""
     if deadline is not None:
         timeout = deadline
     if db_connect_timeout is not None:
@@ -181,8 +184,15 @@ def run_restore(store, src, force=False, keep_previous=True, target_database=Non
     if target_database and store.is_sqlite:
         raise MaintenanceError("target_database applies to PostgreSQL and MySQL stores only")
     uid, gid = resolve_owner(owner, group)
-    identity = backups.store_identity(store)
+    kind = mlflow_tables.store_kind(store_kind)
+    identity = backups.store_identity(store, kind=kind.name)
     entry, manifest = resolve_source(src, store.engine, identity, allow_other_store)
+    backed_up = manifest.get("store_kind") or mlflow_tables.TRACKING.name
+    if backed_up != kind.name:
+        raise MaintenanceError("backup %s is a backup of %s, and the target is to be %s (store_kind=%s); refusing "
+                               "to restore it" % (entry, mlflow_tables.store_kind(backed_up).title
+                                                  if backed_up in mlflow_tables.STORE_KINDS else backed_up,
+                                                  kind.title, kind.name))
     backups.verify_checksum(entry, manifest)
     if manifest["engine"] != store.engine:
         raise MaintenanceError("backup %s is a %s backup; the target store is %s" % (
@@ -200,11 +210,12 @@ def run_restore(store, src, force=False, keep_previous=True, target_database=Non
                   target=store.redacted(), other_store=other_store, previous=None, changed=True)
     if store.is_sqlite:
         _restore_sqlite(store.path, entry, manifest, force, keep_previous, check_mode, result,
-                        allow_non_mlflow=allow_non_mlflow, ownership=(uid, gid, file_mode), grace=incomplete_grace)
+                        allow_non_mlflow=allow_non_mlflow, ownership=(uid, gid, file_mode), grace=incomplete_grace,
+                        kind=kind)
     else:
-        problem = postgres_content_problem(manifest)
+        problem = postgres_content_problem(manifest, kind)
         if problem and not allow_non_mlflow:
-            raise MaintenanceError(content_problem(entry, problem))
+            raise MaintenanceError(content_problem(entry, problem, kind))
         if store.is_mysql:
             _restore_mysql(store, entry, manifest, force, target_database, timeout, connect_timeout, check_mode, result)
         else:
@@ -226,7 +237,7 @@ def _target_stat(target):
 
 
 def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, result, allow_non_mlflow=False,
-                    ownership=(None, None, None), grace=3600.0):
+                    ownership=(None, None, None), grace=3600.0, kind=mlflow_tables.TRACKING):
     # the file the server opens: a symlinked store path is restored where it points, the link stays
     target = os.path.realpath(target)
     directory = os.path.dirname(target)
@@ -261,9 +272,9 @@ def _restore_sqlite(target, entry, manifest, force, keep_previous, check_mode, r
             problem = "it is empty (0 bytes)"
         else:
             sqlite_store.integrity_check(temp)
-            problem = sqlite_store.check_mlflow_file(temp, what="restored copy")
+            problem = sqlite_store.check_mlflow_file(temp, what="restored copy", kind=kind)
         if problem and not allow_non_mlflow:
-            raise MaintenanceError(content_problem(entry, problem))
+            raise MaintenanceError(content_problem(entry, problem, kind))
         if check_mode:
             return
         temp_stat = os.stat(temp)

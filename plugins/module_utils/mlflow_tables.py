@@ -4,7 +4,7 @@
 """The table names MLflow's own schemas create, and which of a restore target's tables a forced restore may drop.
 
 MLFLOW_TABLES holds every table of MLflow's tracking, model registry, basic-auth, jobs and workspace schemas up to
-MLflow 3.17 (their SQLAlchemy models and alembic migrations), plus ``alembic_version``. A newer MLflow may add
+MLflow 3.17 (their SQLAlchemy models and alembic migrations), plus both alembic version tables. A newer MLflow may add
 tables that are not listed: a forced restore leaves such a table alone (and reports it), so the worst case is a
 restore that fails loudly on a foreign key, never a dropped table that was someone else's.
 """
@@ -14,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 MLFLOW_TABLES = frozenset("""
-alembic_version assessments budget_policies datasets endpoint_bindings endpoint_model_mappings endpoint_tags
+alembic_version alembic_version_auth assessments budget_policies datasets endpoint_bindings endpoint_model_mappings endpoint_tags
 endpoints entity_associations evaluation_dataset_records evaluation_dataset_tags evaluation_datasets
 experiment_permissions experiment_tags experiments gateway_endpoint_permissions gateway_model_definition_permissions
 gateway_secret_permissions guardrail_configs guardrails input_tags inputs issues job_locks jobs label_schemas
@@ -27,6 +27,40 @@ scorers secrets span_metrics spans sql_assessment_daily_rollups sql_span_cost_da
 sql_trace_metric_daily_rollups sql_trace_rollup_rebuild_queue tags trace_info trace_metrics trace_request_metadata
 trace_tags user_role_assignments users webhook_events webhooks workspace_permissions workspaces
 """.split())
+
+
+class StoreKind(object):
+    """One kind of MLflow database: where its alembic revision is (``version_tables``, the first that exists) and
+    a table only it has (``marker_table``)."""
+
+    def __init__(self, name, version_tables, marker_table, title):
+        self.name = name
+        self.version_tables = version_tables
+        self.marker_table = marker_table
+        self.title = title
+
+    @property
+    def version_table(self):
+        """The version table's name, for messages."""
+        return " or ".join(self.version_tables)
+
+    def missing_tables(self, tables):
+        """What of the kind's version table and marker table ``tables`` (names) lacks, for messages."""
+        tables = set(tables)
+        missing = [] if tables & set(self.version_tables) else [self.version_table]
+        return missing + ([] if self.marker_table in tables else [self.marker_table])
+
+
+TRACKING = StoreKind("tracking", ("alembic_version",), "runs", "an MLflow store")
+# The basic-auth app's database (mlflow_auth_database_uri): users and permissions. MLflow 3.6 gave its migrations
+# their own version table; an auth database of an older release keeps its revision in alembic_version.
+AUTH = StoreKind("auth", ("alembic_version_auth", "alembic_version"), "users", "an MLflow auth database")
+STORE_KINDS = dict((kind.name, kind) for kind in (TRACKING, AUTH))
+
+
+def store_kind(name):
+    """The StoreKind called ``name``; None or "" is the tracking store."""
+    return STORE_KINDS[name or TRACKING.name]
 
 
 def _split(name):

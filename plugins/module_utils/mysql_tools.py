@@ -354,7 +354,8 @@ class DumpSnapshot(db_tools.BackgroundScan):
 
     scan_thread_name = "mlflowops-mysql-fingerprint"
 
-    def __init__(self, store, connect_timeout, lock_wait_timeout=60, previous=None, defer_scan=False):
+    def __init__(self, store, connect_timeout, lock_wait_timeout=60, previous=None, defer_scan=False,
+                 version_tables=("alembic_version",)):
         self.store = store
         self.connect_timeout = connect_timeout
         self.snapshot_id = None
@@ -382,7 +383,8 @@ class DumpSnapshot(db_tools.BackgroundScan):
                         "AND table_type = 'BASE TABLE' ORDER BY table_name", (database,))
             engines = dict((row[0], row[1]) for row in cur.fetchall())
             self.tables = sorted(engines)
-            self.schema_revision = schema_revision(cur, database) if "alembic_version" in self.tables else None
+            present = [table for table in version_tables if table in self.tables]
+            self.schema_revision = schema_revision(cur, database, present[0]) if present else None
             for table in self.tables:
                 cur.execute("SHOW CREATE TABLE %s.%s" % (quote_ident(database), quote_ident(table)))
                 self._definitions[table] = cur.fetchone()[1]

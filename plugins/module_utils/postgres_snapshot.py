@@ -104,7 +104,7 @@ class DumpSnapshot(db_tools.BackgroundScan):
 
     scan_thread_name = "mlflowops-pg-fingerprint"
 
-    def __init__(self, store, connect_timeout, lock_wait_timeout, previous=None):
+    def __init__(self, store, connect_timeout, lock_wait_timeout, previous=None, version_tables=("alembic_version",)):
         self.store = store
         self.conn = pgt.connect(store, connect_timeout)
         self.snapshot_id = None
@@ -127,7 +127,7 @@ class DumpSnapshot(db_tools.BackgroundScan):
             snapshot_text, postmaster_start, database_oid = cur.fetchone()
             self.table_names = [table if schema == "public" else "%s.%s" % (schema, table)
                                 for schema, table in pgt.list_tables(cur)]
-            self.schema_revision = pgt.schema_revision(cur)
+            self.schema_revision = pgt.schema_revision(cur, version_tables)
             self._quick = quick_fingerprint(snapshot_text, postmaster_start, database_oid, self.table_names,
                                             self.schema_revision)
             cur.execute(ACTIVITY_SQL)

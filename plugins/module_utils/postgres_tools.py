@@ -101,13 +101,15 @@ def table_counts(cur, with_xmin=False):
     return counts, sums
 
 
-def schema_revision(cur):
-    cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-    if not cur.fetchone()[0]:
-        return None
-    cur.execute("SELECT version_num FROM alembic_version")
-    row = cur.fetchone()
-    return row[0] if row else None
+def schema_revision(cur, version_tables=("alembic_version",)):
+    """The alembic revision in the first of ``version_tables`` that exists (None: none does, or it is empty)."""
+    for table in version_tables:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        if cur.fetchone()[0]:
+            cur.execute("SELECT version_num FROM %s" % table)
+            row = cur.fetchone()
+            return row[0] if row else None
+    return None
 
 
 def database_counts(store, connect_timeout, database):

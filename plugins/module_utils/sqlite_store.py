@@ -57,6 +57,7 @@ import threading
 from ansible.module_utils.six.moves.urllib.parse import quote
 
 from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.mlflow_tables import TRACKING
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -141,51 +142,55 @@ def _connect_source(path, busy_timeout):
     return connect(path, "ro", timeout=busy_timeout, what="SQLite backend store")
 
 
-def schema_revision(conn):
-    try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.Error:
-        return None
-    return row[0] if row else None
+def schema_revision(conn, version_tables=TRACKING.version_tables):
+    """The alembic revision in the first of ``version_tables`` that exists (None: none does, or it is empty)."""
+    for table in version_tables:
+        try:
+            row = conn.execute("SELECT version_num FROM %s" % table).fetchone()
+        except sqlite3.Error:
+            continue
+        return row[0] if row else None
+    return None
 
 
 def table_names(conn):
     return set(row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
 
 
-def mlflow_problem(conn):
-    """None for an MLflow store (``alembic_version`` with a revision, and a ``runs`` table), else why not."""
+def mlflow_problem(conn, kind=TRACKING):
+    """None for an MLflow database of ``kind`` (mlflow_tables.StoreKind; the tracking store: ``alembic_version``
+    with a revision, and a ``runs`` table), else why not."""
     try:
         names = table_names(conn)
     except sqlite3.DatabaseError as exc:
         return "not a readable SQLite database (%s)" % exc
     if not names:
         return "it holds no tables (an empty database)"
-    missing = [name for name in ("alembic_version", "runs") if name not in names]
+    missing = kind.missing_tables(names)
     if missing:
-        return "it has no %s table, so it is not an MLflow store" % " and no ".join(missing)
-    if schema_revision(conn) is None:
-        return "its alembic_version table is empty, so it is not an MLflow store"
+        return "it has no %s table, so it is not %s" % (" and no ".join(missing), kind.title)
+    if schema_revision(conn, kind.version_tables) is None:
+        return "its %s table is empty, so it is not %s" % (kind.version_table, kind.title)
     return None
 
 
-def check_mlflow_file(path, what="SQLite file"):
-    """None when ``path`` is an MLflow SQLite store, else the reason (a 0-byte file is not one)."""
+def check_mlflow_file(path, what="SQLite file", kind=TRACKING):
+    """None when ``path`` is an MLflow SQLite database of ``kind``, else the reason (a 0-byte file is not one)."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         return "it is empty (0 bytes)"
     conn = connect(path, "ro", what=what)
     try:
-        return mlflow_problem(conn)
+        return mlflow_problem(conn, kind)
     finally:
         conn.close()
 
 
-def snapshot(source_path, target_path, busy_timeout=60):
+def snapshot(source_path, target_path, busy_timeout=60, version_tables=TRACKING.version_tables):
     """Copy a consistent snapshot of ``source_path`` into ``target_path``.
 
     ``target_path`` must exist and be empty (the caller creates it 0600 without following symlinks); it is
     opened ``rw`` through :func:`connect`, so SQLite never creates a file. Returns the MLflow schema revision
-    read from the snapshot.
+    read from the snapshot (from the first of ``version_tables`` it has).
     """
     check_source(source_path)
     source = _connect_source(source_path, busy_timeout)
@@ -198,7 +203,7 @@ def snapshot(source_path, target_path, busy_timeout=60):
             target.execute("PRAGMA synchronous=OFF")
             source.backup(target, pages=-1)
             target.execute("PRAGMA journal_mode=DELETE").fetchall()
-            revision = schema_revision(target)
+            revision = schema_revision(target, version_tables)
             target.commit()
         finally:
             target.close()
@@ -418,7 +423,7 @@ def _copy_pages(main_fd, wal_fd, wal_pages, page_size, page_count, out, is_wal):
         hasher.abandon()
 
 
-def copy_snapshot(source_path, out, busy_timeout=60):
+def copy_snapshot(source_path, out, busy_timeout=60, version_tables=TRACKING.version_tables):
     """Write a consistent snapshot of ``source_path`` into the binary file ``out`` at copy speed (see the module doc).
 
     Returns ``dict(method="file-copy", schema_revision, sha256, size_bytes, journal_mode)``, or
@@ -451,7 +456,7 @@ def copy_snapshot(source_path, out, busy_timeout=60):
             reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
             page_size = reader.execute("PRAGMA page_size").fetchone()[0]
             page_count = reader.execute("PRAGMA page_count").fetchone()[0]
-            revision = schema_revision(reader)
+            revision = schema_revision(reader, version_tables)
             if is_wal:
                 index = parse_wal_index_header(os.pread(fds[1], 136, 0))
                 if index["page_size"] != page_size:

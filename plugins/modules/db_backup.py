@@ -114,6 +114,18 @@ options:
       - By default C(0600); directories this module creates (O(dest), a directory-format dump) get C(0700), or
         the search bits that go with O(mode)'s read bits. An existing O(dest) keeps its own mode.
     type: raw
+  store_kind:
+    description:
+      - Which MLflow database O(backend_store_uri) names. C(tracking) is the tracking server's backend store.
+        C(auth) is the basic-auth app's database (its C(database_uri), as in C(mlflow_auth_database_uri)), with
+        users and permissions. It has a C(users) table instead of C(runs), and keeps its revision in
+        C(alembic_version_auth) (before MLflow 3.6, in C(alembic_version)); the manifest records that revision.
+      - A database without the kind's revision or without its C(users) or C(runs) table is refused.
+      - The kind is part of the backup's identity, so backups of an auth database are never pruned by, never
+        counted as unchanged against, and never restored as, backups of a tracking store, even in one O(dest).
+    type: str
+    choices: [tracking, auth]
+    default: tracking
   lock_wait_timeout:
     description:
       - Seconds C(pg_dump) (and the counting transaction) wait for a table lock before failing; for SQLite,
@@ -324,6 +336,7 @@ def main():
         prefix=dict(type="str", default="mlflow"),
         lock_wait_timeout=dict(type="int", default=60),
         mode=dict(type="raw"),
+        store_kind=dict(type="str", choices=["tracking", "auth"], default="tracking"),
     )
     module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
@@ -344,7 +357,7 @@ def run(module):
                          retention=policy, incomplete_grace=grace, force=params["force"],
                          prefix=params["prefix"], lock_wait_timeout=params["lock_wait_timeout"],
                          deadline=params["deadline"] or None, db_connect_timeout=params["db_connect_timeout"],
-                         mode=params["mode"])
+                         mode=params["mode"], store_kind=params["store_kind"])
     result = run_backup(store, opts, check_mode=module.check_mode, warn=module.warn)
     result["changed"] = bool(result["created"] or result["pruned"] or result["removed_incomplete"])
     return result

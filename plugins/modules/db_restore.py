@@ -74,9 +74,19 @@ options:
   allow_non_mlflow:
     description:
       - Restore a backup that is empty or is not an MLflow store (no C(alembic_version) revision or no C(runs)
-        table). Never needed for backups of a working MLflow store.
+        table; for O(store_kind=auth) no C(alembic_version_auth) revision or no C(users) table). Never needed for
+        backups of a working MLflow database.
     type: bool
     default: false
+  store_kind:
+    description:
+      - Which MLflow database O(backend_store_uri) names, as for M(mlflowops.maintenance.db_backup). C(auth) is
+        the basic-auth app's database (users and permissions, C(mlflow_auth_database_uri)).
+      - Only a backup written with the same O(store_kind) is restored; a backup of an auth database is never
+        restored into a tracking store, nor the other way round, whatever O(allow_other_store) says.
+    type: str
+    choices: [tracking, auth]
+    default: tracking
   owner:
     description:
       - SQLite only. Owner (name or uid) of the restored database file; by default the replaced file's owner.
@@ -265,6 +275,7 @@ def main():
         group=dict(type="str"),
         mode=dict(type="raw"),
         incomplete_grace=dict(type="str", default="1h"),
+        store_kind=dict(type="str", choices=["tracking", "auth"], default="tracking"),
     )
     module = MlflowOpsModule(supports_check_mode=True, argument_spec=argument_spec, requires=("store",))
     module.run(run, module)
@@ -282,7 +293,7 @@ def run(module):
                        deadline=params["deadline"] or None, db_connect_timeout=params["db_connect_timeout"],
                        check_mode=module.check_mode, allow_other_store=params["allow_other_store"],
                        allow_non_mlflow=params["allow_non_mlflow"], owner=params["owner"], group=params["group"],
-                       mode=params["mode"], incomplete_grace=grace)
+                       mode=params["mode"], incomplete_grace=grace, store_kind=params["store_kind"])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 One server, one store, in sequence (each step starts from where the previous one left off, which
 is the point): the plan in check mode; a migration that fails on a conflicting table planted in the
 database, which must roll back to the backed-up database, the old packages and a healthy old server;
-the real upgrade with the data intact; and an idempotent rerun that changes nothing and takes no backup.
+a start that fails after both the store and the auth database were migrated, which must give both
+back; the real upgrade with the data intact; and an idempotent rerun that changes nothing and takes
+no backup.
 """
 
 import glob
@@ -16,6 +18,7 @@ import time
 import pytest
 
 from harness import datagen
+from harness.auth_db import init_auth, sqlite_users
 from harness.old_mlflow import OLD_VERSION, copy_venv
 from harness.runner import REPO_ROOT, run_playbook
 from harness.services import api
@@ -103,6 +106,49 @@ def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, 
         connection.execute("DROP TABLE IF EXISTS logged_models")
         connection.commit()
         connection.close()
+
+
+def sqlite_tables(path):
+    connection = sqlite3.connect(path)
+    try:
+        return sorted(row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    finally:
+        connection.close()
+
+
+def test_2b_failed_start_after_migrating_restores_the_auth_database_too(old_server, baseline):
+    db_path = baseline["db_path"]
+    # The basic-auth app's database of the old release (its revision in alembic_version), with one user. Both
+    # databases are backed up and migrated; then the new server fails to start (once: a flag file the wrapper
+    # removes), after the auth migration. The old release cannot read the new auth schema: the rollback must
+    # give back the auth database it backed up, as well as the store.
+    auth_path = os.path.join(old_server.root, "basic_auth.db")
+    init_auth(old_server.python, "sqlite:///%s" % auth_path, ["alice"])
+    auth_before = dict(tables=sqlite_tables(auth_path), revision=sqlite_revision(auth_path))
+    assert "alembic_version_auth" not in auth_before["tables"]
+    flag = os.path.join(old_server.root, "fail-next-start")
+    wrapper = os.path.join(old_server.root, "start-or-fail-once.sh")
+    with open(wrapper, "w") as handle:
+        handle.write("#!/bin/sh\nif [ -e %s ]; then rm -f %s; echo planted start failure >&2; exit 3; fi\nexec %s\n"
+                     % (flag, flag, old_server.start_command))
+    os.chmod(wrapper, 0o700)
+    open(flag, "w").close()
+    failed = play(old_server, mlflow_auth_database_uri="sqlite:///%s" % auth_path, mlflow_service_start_command=wrapper)
+    assert failed.rc != 0, failed.stdout[-3000:]
+    assert not os.path.exists(flag), "the start never ran"
+    migration = failed.role_task("Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
+    assert migration["migrated"] == ["tracking", "auth"], migration
+    summary = failed.role_task("Rollback | fail with a summary")["result"]["msg"]
+    assert "(stage start)" in summary and "auth database restored from" in summary, summary
+    assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
+    assert server_version(old_server.url) == OLD_VERSION
+    assert sqlite_revision(db_path) == baseline["revision"] and sqlite_counts(db_path) == baseline["counts"]
+    assert sqlite_tables(auth_path) == auth_before["tables"] and sqlite_users(auth_path) == ["alice"]
+    assert sqlite_revision(auth_path) == auth_before["revision"]
+    backup = failed.role_task("Back up the auth database (verified)")["result"]
+    with open(backup["backup"]["manifest"]) as handle:
+        manifest = json.load(handle)
+    assert manifest["store_kind"] == "auth" and manifest["schema_revision"] == auth_before["revision"]
 
 
 def test_3_upgrade_with_data_intact(old_server, baseline):

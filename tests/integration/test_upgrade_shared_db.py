@@ -223,10 +223,13 @@ def test_2_failed_migration_restores_the_database_once_and_both_servers(group, b
             assert "logged_models" in summary, summary
             assert "restored once from" in summary, summary
             assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
-        # One backup, one restore, on the migrating host only.
-        assert len(group.manifests()) == 1, group.manifests()
-        restores = task_records(failed, "Rollback | restore the shared database once")
-        assert [restores[host.name]["status"] for host in group.hosts] == ["ok", "skipped"]
+        # One backup and one restore of each database, on the migrating host only.
+        assert sorted(os.path.basename(path).split("-postgresql-")[0] for path in group.manifests()) == sorted([
+            "upgrade-shared-%s" % first, "upgrade-shared-auth-%s" % first]), group.manifests()
+        for task in ("Rollback | restore the shared database once", "Rollback | restore the auth database once"):
+            restores = task_records(failed, task)
+            assert [restores[host.name]["status"] for host in group.hosts] == ["ok", "skipped"], task
+        assert "auth database restored once from" in summaries[second]["result"]["msg"]
         assert group.versions() == [OLD_VERSION, OLD_VERSION]
         # Counts and revisions as before; the auth database, migrated after the tracking one, was never touched.
         assert group.state() == baseline
@@ -258,7 +261,8 @@ def test_3_upgrade_stops_both_migrates_once_and_restarts_both(group, baseline):
     assert state["counts"] == baseline["counts"] and state["users"] == "alice"
     # One new backup, by the migrating host.
     new = sorted(set(group.manifests()) - set(before))
-    assert len(new) == 1 and os.path.basename(new[0]).startswith("upgrade-shared-%s-" % first), new
+    assert sorted(os.path.basename(path).split("-postgresql-")[0] for path in new) == sorted([
+        "upgrade-shared-%s" % first, "upgrade-shared-auth-%s" % first]), new
     # Both servers stopped before the first DDL statement of the migration, both started after its commit.
     events = group.service_events(since)
     stops = [event["at"] for event in events if event["action"] == "stopped"]
