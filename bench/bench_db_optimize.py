@@ -207,10 +207,11 @@ def bench_upgrade(master, work):
         for record in run.records:
             if record["task"].endswith("Record the result"):
                 timings = record["result"]["ansible_facts"]["upgrade_timings"]
-        stop_at, stopped, migrated, healthy = (float(timings[k]) for k in ("stop_at", "stopped_at", "migrated_at",
-                                                                           "healthy_at"))
+        stop_at, stopped, backed_up, migrated, healthy = (float(timings[k]) for k in (
+            "stop_at", "stopped_at", "backed_up_at", "migrated_at", "healthy_at"))
         return dict(role_total_s=round(total, 1), downtime_s=round(healthy - stop_at, 1),
-                    stop_s=round(stopped - stop_at, 1), migration_s=round(migrated - stopped, 1),
+                    stop_s=round(stopped - stop_at, 1), backup_s=round(backed_up - stopped, 1),
+                    migration_s=round(migrated - backed_up, 1),
                     start_to_healthy_s=round(healthy - migrated, 1), db_bytes=os.path.getsize(db))
     finally:
         subprocess.run(common % "stop", shell=True, check=False, capture_output=True)  # nosec - local bench

@@ -4,15 +4,16 @@
 One server, one store, in sequence (each step starts from where the previous one left off, which
 is the point): the plan in check mode; a migration that fails on a conflicting table planted in the
 database, which must roll back to the backed-up database, the old packages and a healthy old server;
-a start that fails after both the store and the auth database were migrated, which must give both
-back; the real upgrade with the data intact; and an idempotent rerun that changes nothing and takes
-no backup.
+a run logged while the new release is installed, then a start that fails after both the store and the
+auth database were migrated, which must give both back, that run included; the real upgrade with the
+data intact; and an idempotent rerun that changes nothing and takes no backup.
 """
 
 import glob
 import json
 import os
 import sqlite3
+import sys
 import time
 
 import pytest
@@ -86,6 +87,9 @@ def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, 
         assert failed.rc != 0, failed.stdout[-3000:]
         summary = failed.role_task("Rollback | fail with a summary")["result"]["msg"]
         assert "Migrate the schema" in summary and "logged_models" in summary, summary
+        # Nothing was written between the first backup and the stop: the second one found the store unchanged.
+        stopped = failed.role_task("Back up the stopped database (only what changed since the backup above)")
+        assert stopped["result"]["unchanged"] is True and stopped["result"]["changed"] is False, stopped["result"]
         assert "restored from" in summary and "reinstalled" in summary
         assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
         assert server_version(old_server.url) == OLD_VERSION
@@ -116,12 +120,37 @@ def sqlite_tables(path):
         connection.close()
 
 
+STOP_AFTER_A_WRITE = """#!/bin/sh
+if [ -e %(flag)s ]; then
+  rm -f %(flag)s
+  %(python)s -c 'import json, sys, urllib.request
+request = urllib.request.Request(sys.argv[1] + "/api/2.0/mlflow/runs/create", method="POST",
+    data=json.dumps({"experiment_id": sys.argv[2], "run_name": "logged-during-the-install"}).encode(),
+    headers={"Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(request, timeout=30))["run"]["info"]["run_id"])' %(url)s %(experiment)s \
+    > %(run_id_file)s || exit 4
+fi
+exec %(stop)s
+"""
+
+
 def test_2b_failed_start_after_migrating_restores_the_auth_database_too(old_server, baseline):
     db_path = baseline["db_path"]
     # The basic-auth app's database of the old release (its revision in alembic_version), with one user. Both
     # databases are backed up and migrated; then the new server fails to start (once: a flag file the wrapper
     # removes), after the auth migration. The old release cannot read the new auth schema: the rollback must
     # give back the auth database it backed up, as well as the store.
+    # And a client logs a run after the first backup, while the new release is being installed (in the stop
+    # step, just before the stop): the rollback restores the backup taken after the stop, so the run is kept.
+    experiment = datagen.create_experiment(old_server.url, "logged-during-the-install")
+    written, run_id_file = os.path.join(old_server.root, "write-before-stop"), os.path.join(old_server.root, "run-id")
+    stop_wrapper = os.path.join(old_server.root, "write-then-stop.sh")
+    with open(stop_wrapper, "w") as handle:
+        handle.write(STOP_AFTER_A_WRITE % dict(flag=written, python=sys.executable, url=old_server.url,
+                                               experiment=experiment, run_id_file=run_id_file,
+                                               stop=old_server.stop_command))
+    os.chmod(stop_wrapper, 0o700)
+    open(written, "w").close()
     auth_path = os.path.join(old_server.root, "basic_auth.db")
     init_auth(old_server.python, "sqlite:///%s" % auth_path, ["alice"])
     auth_before = dict(tables=sqlite_tables(auth_path), revision=sqlite_revision(auth_path))
@@ -133,19 +162,30 @@ def test_2b_failed_start_after_migrating_restores_the_auth_database_too(old_serv
                      % (flag, flag, old_server.start_command))
     os.chmod(wrapper, 0o700)
     open(flag, "w").close()
-    failed = play(old_server, mlflow_auth_database_uri="sqlite:///%s" % auth_path, mlflow_service_start_command=wrapper)
+    failed = play(old_server, mlflow_auth_database_uri="sqlite:///%s" % auth_path, mlflow_service_start_command=wrapper,
+                  mlflow_service_stop_command=stop_wrapper)
     assert failed.rc != 0, failed.stdout[-3000:]
     assert not os.path.exists(flag), "the start never ran"
+    assert not os.path.exists(written), "the stop never ran"
+    with open(run_id_file) as handle:
+        run_id = handle.read().strip()
+    stopped = failed.role_task("Back up the stopped database (only what changed since the backup above)")["result"]
+    assert stopped["created"] is True, stopped
     migration = failed.role_task("Migrate the schema with MLflow %s" % NEW_VERSION)["result"]
     assert migration["migrated"] == ["tracking", "auth"], migration
     summary = failed.role_task("Rollback | fail with a summary")["result"]["msg"]
     assert "(stage start)" in summary and "auth database restored from" in summary, summary
     assert "healthy on MLflow %s" % OLD_VERSION in summary, summary
     assert server_version(old_server.url) == OLD_VERSION
-    assert sqlite_revision(db_path) == baseline["revision"] and sqlite_counts(db_path) == baseline["counts"]
+    assert sqlite_revision(db_path) == baseline["revision"]
+    counts = sqlite_counts(db_path)
+    assert counts["runs"] == baseline["counts"]["runs"] + 1 and counts["experiments"] == baseline["counts"]["experiments"] + 1
+    logged = api(old_server.url, "runs/get?run_id=%s" % run_id)["run"]["info"]
+    assert logged["run_name"] == "logged-during-the-install" and logged["lifecycle_stage"] == "active"
+    baseline["counts"] = counts  # the next step starts from here
     assert sqlite_tables(auth_path) == auth_before["tables"] and sqlite_users(auth_path) == ["alice"]
     assert sqlite_revision(auth_path) == auth_before["revision"]
-    backup = failed.role_task("Back up the auth database (verified)")["result"]
+    backup = failed.role_task("Back up the stopped auth database (verified)")["result"]
     with open(backup["backup"]["manifest"]) as handle:
         manifest = json.load(handle)
     assert manifest["store_kind"] == "auth" and manifest["schema_revision"] == auth_before["revision"]
