@@ -2,8 +2,9 @@
 """The basic-auth app's database, made by MLflow's own auth store (of any installed release) in a child process."""
 
 import os
-import sqlite3
 import subprocess
+
+from harness.standin import sqlite_column
 
 # MLflow's auth store creates (or migrates) the database the way the basic-auth app does, then adds users.
 INIT_AUTH = """
@@ -26,8 +27,4 @@ def init_auth(python, uri, users):
 
 def sqlite_users(path):
     """The user names in a SQLite auth database, sorted."""
-    connection = sqlite3.connect(path)
-    try:
-        return sorted(row[0] for row in connection.execute("SELECT username FROM users"))
-    finally:
-        connection.close()
+    return sqlite_column(path, "SELECT username FROM users")

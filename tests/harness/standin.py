@@ -31,13 +31,22 @@ def sqlite_counts(db_path):
         connection.close()
 
 
-def sqlite_revision(db_path):
-    """The schema revision (alembic_version) of a SQLite store."""
+def sqlite_column(db_path, query):
+    """The first column of ``query``'s rows in a SQLite file, sorted."""
     connection = sqlite3.connect(db_path)
     try:
-        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        return sorted(row[0] for row in connection.execute(query))
     finally:
         connection.close()
+
+
+def sqlite_tables(db_path):
+    return sqlite_column(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+
+
+def sqlite_revision(db_path):
+    """The schema revision (alembic_version) of a SQLite store."""
+    return sqlite_column(db_path, "SELECT version_num FROM alembic_version")[0]
 
 
 class StandIn:

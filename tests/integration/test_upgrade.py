@@ -23,7 +23,7 @@ from harness.auth_db import init_auth, sqlite_users
 from harness.old_mlflow import OLD_VERSION, copy_venv
 from harness.runner import REPO_ROOT, run_playbook
 from harness.services import api
-from harness.standin import StandIn, server_version, sqlite_counts, sqlite_revision
+from harness.standin import StandIn, server_version, sqlite_counts, sqlite_revision, sqlite_tables
 
 NEW_VERSION = "3.17.2"
 PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "upgrade.yml")
@@ -109,14 +109,6 @@ def test_2_failed_migration_rolls_back_database_packages_and_server(old_server, 
         connection = sqlite3.connect(db_path)
         connection.execute("DROP TABLE IF EXISTS logged_models")
         connection.commit()
-        connection.close()
-
-
-def sqlite_tables(path):
-    connection = sqlite3.connect(path)
-    try:
-        return sorted(row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-    finally:
         connection.close()
 
 
