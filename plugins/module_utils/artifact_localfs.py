@@ -166,6 +166,22 @@ def temp_name():
     return "%s%s%016x" % (names.TEMP_PREFIX, _TEMP_TOKEN, next(_TEMP_COUNTER))
 
 
+def _rename_into_place(dir_fd, temp, name, shown):
+    """Rename ``temp`` over ``name`` in ``dir_fd``. A directory there fails the rename itself (EISDIR), which is
+    refused with the destination's path ``shown``."""
+    try:
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except IsADirectoryError:
+        raise MaintenanceError("%s is a directory in the destination; the source has a file there" % shown)
+
+
+def _discard(dir_fd, temp):
+    try:
+        os.unlink(temp, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
 def write_file(root, parts, fill, mtime_ns=None, mtime=None, mode=fsutil.FILE_MODE, durable=True):
     """Write ``root/parts`` through a temporary file in the same directory (``fill(fileobj)`` writes it), fsync,
     set the mtime, rename into place. Returns what ``fill`` returned. Never follows a symlink.
@@ -192,18 +208,9 @@ def write_file(root, parts, fill, mtime_ns=None, mtime=None, mode=fsutil.FILE_MO
                     os.utime(handle.fileno(), ns=mtime_ns)
                 elif mtime is not None:
                     os.utime(handle.fileno(), (mtime, mtime))
-            try:
-                info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                info = None
-            if info is not None and stat.S_ISDIR(info.st_mode):
-                raise MaintenanceError("%s is a directory in the destination; the source has a file there" % "/".join(parts))
-            os.rename(temp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            _rename_into_place(dir_fd, temp, parts[-1], "/".join(parts))
         except BaseException:
-            try:
-                os.unlink(temp, dir_fd=dir_fd)
-            except OSError:
-                pass
+            _discard(dir_fd, temp)
             raise
         return outcome
     finally:
@@ -311,16 +318,9 @@ def _copy_one(src_fd, name_from, dir_fd, name_to, dir_parts, mode, durable):
                     os.fsync(writer)
             finally:
                 os.close(writer)
-            try:
-                os.rename(temp, name_to, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except IsADirectoryError:
-                raise MaintenanceError("%s is a directory in the destination; the source has a file there"
-                                       % "/".join(list(dir_parts) + [name_to]))
+            _rename_into_place(dir_fd, temp, name_to, "/".join(list(dir_parts) + [name_to]))
         except BaseException:
-            try:
-                os.unlink(temp, dir_fd=dir_fd)
-            except OSError:
-                pass
+            _discard(dir_fd, temp)
             raise
         return digest.hexdigest()
     finally:

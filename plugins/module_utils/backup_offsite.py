@@ -548,17 +548,7 @@ def fetch(offsite, directory, name=None, identity=None, backup_prefix=None, chec
 
 def _download_atomic(offsite, rel, path):
     """One object to ``path``: a 0600 temporary name, fsync, rename (never through a symlink)."""
-    temp = path + backups.PARTIAL_SUFFIX
-    fsutil.remove_path(temp)
-    try:
-        with fsutil.open_private(temp) as handle:
-            offsite.stream(rel, sink=handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fsutil.atomic_rename(temp, path)
-    except BaseException:
-        fsutil.remove_path(temp)
-        raise
+    fsutil.write_atomic(path, lambda handle: offsite.stream(rel, sink=handle), temp_suffix=backups.PARTIAL_SUFFIX)
 
 
 def _local_copy_ok(entry, manifest):

@@ -79,15 +79,25 @@ def atomic_rename(temp_path, final_path):
     fsync_dir(os.path.dirname(final_path) or ".")
 
 
-def write_bytes_atomic(path, data, mode=FILE_MODE, temp_suffix=".partial"):
-    """Write ``data`` to ``path`` through a temporary name, fsync, rename, fsync the directory."""
+def write_atomic(path, fill, mode=FILE_MODE, temp_suffix=".partial"):
+    """Write ``path`` through a temporary name (``fill(handle)`` writes it), fsync, rename, fsync the directory.
+    The temporary file is removed when anything fails."""
     temp = path + temp_suffix
     remove_path(temp)
-    with open_private(temp, mode) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    atomic_rename(temp, path)
+    try:
+        with open_private(temp, mode) as handle:
+            fill(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        atomic_rename(temp, path)
+    except BaseException:
+        remove_path(temp)
+        raise
+
+
+def write_bytes_atomic(path, data, mode=FILE_MODE, temp_suffix=".partial"):
+    """Write ``data`` to ``path`` through a temporary name, fsync, rename, fsync the directory."""
+    write_atomic(path, lambda handle: handle.write(data), mode=mode, temp_suffix=temp_suffix)
 
 
 def write_json_atomic(path, data, mode=FILE_MODE, temp_suffix=".partial"):

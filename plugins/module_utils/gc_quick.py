@@ -15,7 +15,8 @@ __metaclass__ = type
 
 import sqlite3
 
-from ansible.module_utils.six.moves.urllib.parse import quote
+from ansible_collections.mlflowops.maintenance.plugins.module_utils import sqlite_store
+from ansible_collections.mlflowops.maintenance.plugins.module_utils.common import MaintenanceError
 
 DELETED = "deleted"
 # Options that select, scope or widen what gc purges: with any of them set, take the full path.
@@ -41,11 +42,11 @@ def nothing_to_purge(counts, purge_experiments=True, purge_logged_models=True):
 def sqlite_deleted_counts(path, timeout=30):
     """Rows in the deleted stage per table of a SQLite backend store, opened read-only; None when unreadable."""
     try:
-        connection = sqlite3.connect("file:%s?mode=ro" % quote(path), uri=True, timeout=timeout)
-    except sqlite3.Error:
+        connection = sqlite_store.connect(path, "ro", timeout=timeout, what="SQLite backend store")
+    except MaintenanceError:
         return None
     try:
-        tables = set(row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        tables = sqlite_store.table_names(connection)
         if not {"runs", "experiments"} <= tables:
             return None
         counts = {}

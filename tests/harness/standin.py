@@ -6,6 +6,7 @@ the role gets ``start_command``/``stop_command`` (mlflow_service_manager=command
 stop the same server directly. Any backend store URI MLflow takes (SQLite, PostgreSQL, MySQL).
 """
 
+import glob
 import os
 import sqlite3
 import sys
@@ -73,6 +74,10 @@ class StandIn:
 
     def version(self):
         return server_version(self.url)
+
+    def backup_manifests(self):
+        """The manifests in the upgrade role's backup directory (upgrade_vars), sorted."""
+        return sorted(glob.glob(os.path.join(self.root, "backups", "*.manifest.json")))
 
     def upgrade_vars(self, version, **extra):
         """The upgrade role's variables for this server: MLflow ``version`` into its own venv, the command-based

@@ -200,17 +200,17 @@ def test_3_upgrade_with_data_intact(old_server, baseline):
     summary = upgraded.role_task("Summary")["result"]["msg"]
     assert "Downtime" in summary
     assert not os.path.exists(os.path.join(old_server.root, "venv.pre-upgrade"))
-    assert glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))
+    assert old_server.backup_manifests()
     print("upgrade run %.1fs: %s" % (elapsed, summary))
 
 
 def test_4_rerun_changes_nothing_and_takes_no_backup(old_server):
-    backups = sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json")))
+    backups = old_server.backup_manifests()
     again = play(old_server)
     assert again.rc == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
     assert "nothing to do" in again.role_task("Pre-flight | plan")["result"]["msg"]
-    assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == backups
+    assert old_server.backup_manifests() == backups
     assert server_version(old_server.url) == NEW_VERSION
     with open(backups[-1]) as handle:
         assert json.load(handle)

@@ -8,7 +8,6 @@ transactional, so the half-migrated tables must go), packages and server; the re
 count and ends at head; a rerun changes nothing.
 """
 
-import glob
 import os
 import secrets
 import subprocess
@@ -127,16 +126,16 @@ def test_3_upgrade_with_data_intact(old_server, baseline, mariadb):
     assert tables > baseline["tables"]
     runs = runs_via_api(old_server)
     assert len(runs) == RUNS and len(runs[0]["data"]["params"]) == 3
-    assert len(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == 2
+    assert len(old_server.backup_manifests()) == 2
     assert not os.path.exists(os.path.join(old_server.root, "venv.pre-upgrade"))
 
 
 def test_4_rerun_changes_nothing_and_takes_no_backup(old_server, baseline, mariadb):
-    backups = sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json")))
+    backups = old_server.backup_manifests()
     again = play(old_server)
     assert again.rc == 0, again.stdout[-3000:]
     assert "changed=0" in again.stdout
     assert "nothing to do" in again.role_task("Pre-flight | plan")["result"]["msg"]
-    assert sorted(glob.glob(os.path.join(old_server.root, "backups", "*.manifest.json"))) == backups
+    assert old_server.backup_manifests() == backups
     assert old_server.version() == NEW_VERSION
     assert state(mariadb, old_server.database)[0] == baseline["counts"]

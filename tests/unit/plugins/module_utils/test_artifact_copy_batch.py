@@ -59,6 +59,18 @@ def test_copy_files_refuses_a_directory_where_the_file_goes(tmp_path):
     assert os.listdir(dest) == ["f"]
 
 
+def test_write_file_refuses_a_directory_where_the_file_goes_and_leaves_no_temporary_file(tmp_path):
+    dest = str(tmp_path / "dest")
+    os.makedirs(os.path.join(dest, "run", "f", "inside"))
+    try:
+        localfs.write_file(dest, ["run", "f"], lambda handle: handle.write(b"data"))
+    except localfs.MaintenanceError as exc:
+        assert str(exc) == "run/f is a directory in the destination; the source has a file there"
+    else:
+        raise AssertionError("a directory was replaced by a file")
+    assert os.listdir(os.path.join(dest, "run")) == ["f"] and os.listdir(os.path.join(dest, "run", "f")) == ["inside"]
+
+
 def test_prefetch_hands_over_chunks_in_order():
     assert list(prefetch(iter(range(1000)), size=300, chunk=64)) == list(range(1000))
     assert list(prefetch(iter([]), chunk=64)) == []
